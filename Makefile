@@ -1,0 +1,19 @@
+# Entry points. See README.md.
+.PHONY: setup test lint lock hosts-down
+
+setup:            ## host packages and the .venv with the pinned tools
+	scripts/setup
+
+test:             ## everything CI runs: set-up, lint, app tests, every Molecule scenario on test hosts
+	scripts/test
+
+lint: setup       ## yamllint and ansible-lint only
+	.venv/bin/yamllint --strict . && .venv/bin/ansible-lint --offline -q
+
+lock:             ## re-lock requirements.txt from requirements.in
+	python3 -m venv .cache/pip-tools && .cache/pip-tools/bin/pip install -q pip-tools
+	.cache/pip-tools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in
+
+hosts-down:       ## stop every test host and remove the bridge (after an interrupted run)
+	python3 scripts/testhost down --all
