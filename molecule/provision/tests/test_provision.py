@@ -1,0 +1,57 @@
+"""site.yml on one bare host, and the harness's ACME server as a certificate scenario sees it."""
+
+import json
+import random
+import socket
+import struct
+
+import pytest
+
+GATEWAY = "10.77.0.1"
+
+
+@pytest.fixture(scope="module")
+def address(host):
+    return host.ansible.get_variables()["ansible_host"]
+
+
+def dns_a(name, server=GATEWAY, port=8053):
+    """One A query to the mock DNS, answered addresses as strings."""
+    qid = random.randrange(65536)
+    query = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(query, (server, port))
+        reply = s.recv(512)
+    answers = struct.unpack(">H", reply[6:8])[0]
+    pos, found = len(query), []
+    for _ in range(answers):
+        while reply[pos] not in (0, *range(0xC0, 0x100)):  # the owner name: labels...
+            pos += reply[pos] + 1
+        pos += 1 if reply[pos] == 0 else 2                 # ...ending in a root label or a pointer
+        rtype, _cls, _ttl, length = struct.unpack(">HHIH", reply[pos:pos + 10])
+        pos += 10
+        if rtype == 1:
+            found.append(socket.inet_ntoa(reply[pos:pos + length]))
+        pos += length
+    return found
+
+
+def test_base_applied(host):
+    assert "Status: active" in host.check_output("ufw status")
+    assert host.check_output("sshd -T | grep ^passwordauthentication") == "passwordauthentication no"
+
+
+def test_mock_dns_points_at_the_host(address):
+    assert dns_a("allinone.test") == [address]
+
+
+def test_host_reaches_pebble_with_its_ca(host):
+    out = host.check_output(
+        f"curl -sS --fail --cacert /usr/local/share/ca-certificates/pebble-api.crt https://{GATEWAY}:14000/dir")
+    assert "newOrder" in json.loads(out)
+
+
+def test_pebble_api_is_not_trusted_without_its_ca(host):
+    assert host.run(f"curl -sS --fail https://{GATEWAY}:14000/dir").rc != 0
