@@ -1,5 +1,8 @@
 """What roles/common must leave on every host, checked from the host and from outside it."""
 
+import json
+import os
+import re
 import socket
 import subprocess
 import time
@@ -162,3 +165,21 @@ def test_swap_file_prepared(host):
                                   "/etc/apt/apt.conf.d/20auto-upgrades"])
 def test_templates_carry_ansible_managed_header(host, path):
     assert "Ansible managed" in "".join(host.file(path).content_string.splitlines()[:3])
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"common_timezone": "Mars/Olympus"}, "common_timezone=Mars/Olympus is not a timezone"),
+    ({"common_firewall_rules": [{"port": "http"}]}, "port http is neither a port number nor a range"),
+    ({"common_firewall_rules": [{"proto": "tcp"}]}, "missing required arguments: port"),
+    ({"common_ssh_permit_root_login": "yes"}, "common_ssh_permit_root_login must be one of"),
+])
+def test_bad_input_stops_before_any_change(host, extra, message):
+    """Run the scenario's converge with one bad variable: it must fail naming it, and change nothing."""
+    scenario = os.environ["MOLECULE_SCENARIO_DIRECTORY"]
+    res = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.host,
+         "-e", json.dumps(extra), f"{scenario}/converge.yml"],
+        capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert message in res.stdout
+    assert re.search(r"changed=0\s", res.stdout), res.stdout[-2000:]
