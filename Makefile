@@ -1,5 +1,5 @@
 # Entry points. See README.md.
-.PHONY: setup test lint lock hosts-down
+.PHONY: setup test lint lock app-lock hosts-down
 
 setup:            ## host packages and the .venv with the pinned tools
 	scripts/setup
@@ -14,6 +14,13 @@ lock:             ## re-lock requirements.txt from requirements.in
 	python3 -m venv .cache/pip-tools && .cache/pip-tools/bin/pip install -q pip-tools
 	.cache/pip-tools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in
+
+app-lock:         ## re-lock app/requirements*.txt from app/requirements*.in, for Python 3.10 to 3.13
+	python3 -m venv .cache/uv && .cache/uv/bin/pip install -q uv
+	cd app && ../.cache/uv/bin/uv pip compile -q --universal --python-version 3.10 --generate-hashes \
+	  --no-header -o requirements.txt requirements.in
+	cd app && ../.cache/uv/bin/uv pip compile -q --universal --python-version 3.10 --generate-hashes \
+	  --no-header -o requirements-dev.txt requirements-dev.in
 
 hosts-down:       ## stop every test host and remove the bridge (after an interrupted run)
 	python3 scripts/testhost down --all

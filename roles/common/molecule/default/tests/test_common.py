@@ -175,11 +175,14 @@ def test_templates_carry_ansible_managed_header(host, path):
 ])
 def test_bad_input_stops_before_any_change(host, extra, message):
     """Run the scenario's converge with one bad variable: it must fail naming it, and change nothing."""
-    scenario = os.environ["MOLECULE_SCENARIO_DIRECTORY"]
+    scenario, project = os.environ["MOLECULE_SCENARIO_DIRECTORY"], os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    env = {**os.environ, "ANSIBLE_CONFIG": f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ansible.cfg",
+           "ANSIBLE_ROLES_PATH": f"{project}/..:{project}/roles"}
     res = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.host,
          "-e", json.dumps(extra), f"{scenario}/converge.yml"],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300, env=env)
+    output = res.stdout + res.stderr
     assert res.returncode != 0
-    assert message in res.stdout
-    assert re.search(r"changed=0\s", res.stdout), res.stdout[-2000:]
+    assert message in output, output[-3000:]
+    assert re.search(r"changed=0\s", res.stdout), output[-3000:]

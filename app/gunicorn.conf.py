@@ -1,0 +1,37 @@
+"""Gunicorn settings, each overridable from the environment (the systemd unit's EnvironmentFile)."""
+
+import multiprocessing
+import os
+import tempfile
+
+from prometheus_client import multiprocess as _prometheus_multiprocess
+
+# Listen where systemd's socket or the environment says; a unix socket by default behind nginx.
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Recycle workers now and then (with jitter, so they do not all restart at once).
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "100"))
+# Only the local nginx may set X-Forwarded-*; ProxyFix in the app trusts exactly one hop.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+access_log_format = (
+    '{"type": "access", "request_id": "%({x-request-id}o)s", "remote": "%(h)s", "method": "%(m)s", '
+    '"path": "%(U)s", "query": "%(q)s", "status": %(s)s, "bytes": "%(B)s", "duration_ms": %(M)s, '
+    '"agent": "%(a)s"}'
+)
+
+# Prometheus metrics from every worker add up in one directory; the app's /metrics reads them all.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="notesapp-metrics-")
+
+
+def child_exit(server, worker):
+    _prometheus_multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,73 @@
+"""Configuration classes. Production reads everything from the environment and refuses weak secrets."""
+
+from __future__ import annotations
+
+import os
+
+WEAK_SECRETS = {"changeme", "change-me", "secret", "dev", "development", "password", "flask", "default",
+                "your-secret-key", "replace-me", "notasecret"}
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or unsafe; the message names the variable and the fix."""
+
+
+class Config:
+    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-not-secret")
+    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", "postgresql:///notes")
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    RELEASE_ID = os.environ.get("APP_RELEASE", "unknown")
+    RELEASE_COMMIT = os.environ.get("APP_COMMIT", "unknown")
+    SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+    NOTES_PER_PAGE = 20
+    NOTES_MAX_PER_PAGE = 100
+    LIST_CACHE_SECONDS = int(os.environ.get("LIST_CACHE_SECONDS", "30"))
+    RATELIMIT_WRITE = os.environ.get("RATELIMIT_WRITE", "30 per minute")
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    DEBUG = False
+    TESTING = False
+
+    @classmethod
+    def validate(cls) -> None:
+        """Checks run when the app is created with this configuration."""
+
+
+class DevelopmentConfig(Config):
+    DEBUG = True
+
+
+class TestingConfig(Config):
+    TESTING = True
+    LIST_CACHE_SECONDS = 30
+
+
+class ProductionConfig(Config):
+    DEBUG = False
+
+    @classmethod
+    def validate(cls) -> None:
+        secret = os.environ.get("SECRET_KEY", "")
+        if not secret:
+            raise ConfigError("SECRET_KEY is not set: set it to a random value, e.g. "
+                              "`python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`")
+        if secret.lower() in WEAK_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"SECRET_KEY is weak (a known default or shorter than {MIN_SECRET_LENGTH} "
+                              "characters): set a random value, e.g. "
+                              "`python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`")
+        if not os.environ.get("DATABASE_URL"):
+            raise ConfigError("DATABASE_URL is not set: set it to postgresql://USER:PASSWORD@HOST/DBNAME")
+        cls.SECRET_KEY = secret
+        cls.SQLALCHEMY_DATABASE_URI = os.environ["DATABASE_URL"]
+
+
+CONFIGS = {"development": DevelopmentConfig, "testing": TestingConfig, "production": ProductionConfig}
+
+
+def get_config(name: str | None) -> type[Config]:
+    name = name or os.environ.get("APP_ENV", "production")
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ConfigError(f"APP_ENV={name!r} is unknown: use one of {', '.join(CONFIGS)}") from None

@@ -1,0 +1,116 @@
+"""The production configuration, and the app served by Gunicorn with it."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from notesapp import ConfigError, create_app
+
+APP_DIR = Path(__file__).resolve().parent.parent
+STRONG = "Zq3v9R2xN8wL5tK1pJ7mH4cF6bD0sA2eY8uI3oP5"
+
+
+def prod_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL", "APP_ENV")}
+    return {**env, "APP_ENV": "production", **extra}
+
+
+@pytest.mark.parametrize("secret", ["changeme", "secret", "short-but-random-9f2", ""])
+def test_production_refuses_weak_or_missing_secret(secret, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", secret)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://x@localhost/x")
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        create_app("production")
+
+
+def test_production_needs_database_url(monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", STRONG)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        create_app("production")
+
+
+def test_production_never_debug(monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", STRONG)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://x@localhost/x")
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    assert create_app("production").debug is False
+
+
+def test_wsgi_with_changeme_exits_naming_secret_key():
+    res = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=APP_DIR, capture_output=True, text=True,
+                         env=prod_env(SECRET_KEY="changeme", DATABASE_URL="postgresql://x@localhost/x"))
+    assert res.returncode != 0
+    assert "SECRET_KEY" in res.stderr
+
+
+def wait_http(url, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status
+        except OSError:  # refused, reset or timed out while the workers boot
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer")
+
+
+def request(url, data=None):
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture
+def gunicorn(app, database_url, redis_server, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = prod_env(SECRET_KEY=STRONG, DATABASE_URL=database_url, REDIS_URL=redis_server["url"],
+                   WEB_CONCURRENCY="2", GUNICORN_BIND=f"127.0.0.1:{port}", APP_RELEASE="r1", APP_COMMIT="c1",
+                   PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=APP_DIR,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_gunicorn_serves_the_app_in_production(gunicorn):
+    base, proc = gunicorn
+    assert request(f"{base}/api/notes", b'{"title": "from gunicorn"}')[0] == 201
+    status, body = request(f"{base}/api/notes")
+    assert status == 200 and '"from gunicorn"' in body
+    assert request(f"{base}/health/ready")[0] == 200
+    assert request(f"{base}/version") == (200, '{"commit":"c1","release":"r1"}\n')
+    assert request(f"{base}/api/notes", b'{"title": ""}')[0] == 422
+    for _ in range(30):
+        assert request(f"{base}/health")[0] == 200
+    # every request counted, whichever of the two workers served it
+    metrics = request(f"{base}/metrics")[1]
+    counted = re.search(r'http_requests_total\{endpoint="/health",method="GET",status="200"\} (\S+)', metrics)
+    assert counted and float(counted.group(1)) >= 31  # 30 here + the readiness wait's probes
+
+
+def test_gunicorn_refuses_weak_secret(database_url):
+    res = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=APP_DIR,
+                         env=prod_env(SECRET_KEY="changeme", DATABASE_URL=database_url, WEB_CONCURRENCY="1",
+                                      GUNICORN_BIND="127.0.0.1:0"),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "SECRET_KEY" in res.stdout + res.stderr
