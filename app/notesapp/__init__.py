@@ -8,7 +8,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, health, observability, views
-from .config import ConfigError, get_config
+from .config import ConfigError, database_uri, get_config
 from .extensions import db, limiter, migrate
 
 __all__ = ["create_app", "ConfigError"]
@@ -20,6 +20,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app = Flask(__name__)
     app.config.from_object(config)
     app.config.update(overrides or {})
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_uri(app.config["SQLALCHEMY_DATABASE_URI"])
     if config_name == "production" or config.__name__ == "ProductionConfig":
         app.debug = False
     observability.configure_logging(app.config["LOG_LEVEL"])

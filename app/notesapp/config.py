@@ -62,6 +62,15 @@ class ProductionConfig(Config):
         cls.SQLALCHEMY_DATABASE_URI = os.environ["DATABASE_URL"]
 
 
+def database_uri(url: str) -> str:
+    """Pin the driver to psycopg2 (SQLAlchemy 2.1 defaults postgresql:// to psycopg 3) and accept the
+    postgres:// spelling some providers hand out."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
 CONFIGS = {"development": DevelopmentConfig, "testing": TestingConfig, "production": ProductionConfig}
 
 

@@ -114,3 +114,11 @@ def test_gunicorn_refuses_weak_secret(database_url):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0
     assert "SECRET_KEY" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p@db/notes", "postgres://u:p@db/notes",
+                                 "postgresql+psycopg2://u:p@db/notes"])
+def test_database_url_uses_psycopg2(url):
+    from notesapp.config import database_uri
+
+    assert database_uri(url) == "postgresql+psycopg2://u:p@db/notes"
