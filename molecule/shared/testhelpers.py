@@ -1,0 +1,62 @@
+"""Helpers for the testinfra suites of every scenario (roles/*/molecule/*/tests and molecule/*/tests).
+
+Import with:  sys.path.insert(0, str(REPO / "molecule/shared")); import testhelpers
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TESTHOST = REPO / "scripts" / "testhost"
+
+
+def converge_with(extra: dict, timeout: int = 600) -> tuple[int, str, dict[str, int]]:
+    """Run the scenario's converge.yml on every host with extra variables, as Molecule would.
+
+    Returns the exit code, the whole output and the `changed` count of each host's recap."""
+    scenario, project = os.environ["MOLECULE_SCENARIO_DIRECTORY"], os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    env = {**os.environ, "ANSIBLE_CONFIG": f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ansible.cfg",
+           "ANSIBLE_ROLES_PATH": f"{project}/..:{project}/roles:{REPO}/roles"}
+    res = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-e", json.dumps(extra),
+         f"{scenario}/converge.yml"],
+        capture_output=True, text=True, timeout=timeout, env=env)
+    recaps = {h: int(c) for h, c in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", res.stdout, re.MULTILINE)}
+    return res.returncode, res.stdout + res.stderr, recaps
+
+
+def testhost_name(address: str) -> str:
+    """The scripts/testhost name of the test host at this address."""
+    listing = subprocess.run(["python3", str(TESTHOST), "list"], capture_output=True, text=True, check=True)
+    for line in listing.stdout.splitlines():
+        name, _os, addr, _state = line.split("\t")
+        if addr == address:
+            return name
+    raise LookupError(f"no test host at {address}:\n{listing.stdout}")
+
+
+def reboot(address: str) -> None:
+    """Halt the test host cleanly and boot it again on the same disk (see `scripts/testhost reboot`)."""
+    subprocess.run(["python3", str(TESTHOST), "reboot", testhost_name(address)], check=True, timeout=180)
+
+
+def ssh(variables: dict, command: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    """Run a command on the host over a fresh SSH connection (no shared master: safe across a reboot)."""
+    return subprocess.run(
+        ["ssh", "-i", variables["ansible_private_key_file"], "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+         "-o", "ControlPath=none", "-o", "LogLevel=ERROR",
+         f"{variables.get('ansible_user', 'root')}@{variables['ansible_host']}", command],
+        capture_output=True, text=True, timeout=timeout)
+
+
+def all_hosts() -> list:
+    """testinfra hosts for every host of the scenario's inventory, for tests that converge once for all."""
+    import testinfra
+
+    return testinfra.get_hosts(["ansible://all"], ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
