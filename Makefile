@@ -1,5 +1,5 @@
 # Entry points. See README.md.
-.PHONY: setup test lint lock app-lock hosts-down
+.PHONY: setup test lint docs lock app-lock hosts-down
 
 setup:            ## host packages and the .venv with the pinned tools
 	scripts/setup
@@ -7,8 +7,11 @@ setup:            ## host packages and the .venv with the pinned tools
 test:             ## everything CI runs: set-up, lint, app tests, every Molecule scenario on test hosts
 	scripts/test
 
-lint: setup       ## yamllint and ansible-lint only
-	.venv/bin/yamllint --strict . && .venv/bin/ansible-lint --offline -q
+lint: setup       ## yamllint, ansible-lint and the role READMEs' check against their specs
+	.venv/bin/yamllint --strict . && .venv/bin/ansible-lint --offline -q && scripts/role-docs --check
+
+docs: setup       ## regenerate the generated part of roles/*/README.md from meta/argument_specs.yml
+	scripts/role-docs
 
 lock:             ## re-lock requirements.txt from requirements.in
 	python3 -m venv .cache/pip-tools && .cache/pip-tools/bin/pip install -q pip-tools
