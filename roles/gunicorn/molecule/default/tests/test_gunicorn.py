@@ -1,0 +1,120 @@
+"""What roles/gunicorn must leave on every host: a socket that never refuses, a hardened service."""
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
+import testhelpers  # noqa: E402
+
+SOCK = "/run/testapp.sock"
+
+
+def get(host, path="/", timeout=15):
+    return host.run(f"curl -sS --fail --max-time {timeout} --unix-socket {SOCK} http://testapp{path}")
+
+
+def main_pid(host):
+    return int(host.run("systemctl show -p MainPID --value testapp.service").stdout.strip())
+
+
+def test_units_enabled_and_active(host):
+    for unit in ("testapp.socket", "testapp.service"):
+        assert host.run(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+        assert host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+
+
+def test_units_pass_systemd_analyze_verify(host):
+    res = host.run("systemd-analyze verify /etc/systemd/system/testapp.service /etc/systemd/system/testapp.socket")
+    assert res.rc == 0, res.stderr
+
+
+def test_security_exposure_at_most_2(host):
+    out = host.run("systemd-analyze security --no-pager testapp.service").stdout
+    exposure = float(re.search(r"Overall exposure level for testapp.service: ([0-9.]+)", out).group(1))
+    print(f"systemd-analyze security exposure of testapp.service on {host.backend.get_hostname()}: {exposure}")
+    assert exposure <= 2.0, out
+
+
+def test_serves_over_unix_socket_and_tcp(host):
+    assert get(host).stdout.startswith("hello from the environment file")
+    assert host.run("curl -sS --max-time 5 http://127.0.0.1:8001/").stdout.startswith("hello")
+
+
+def test_unix_socket_only_for_nginx_group(host):
+    sock = host.file(SOCK)
+    assert sock.is_socket and sock.user == "root" and sock.group == "www-data" and sock.mode == 0o660
+
+
+def test_runs_as_its_own_unprivileged_user(host):
+    users = set(host.run(f"ps -o user= --ppid {main_pid(host)}").stdout.split())
+    assert users == {"testapp"}
+    assert host.user("testapp").shell == "/usr/sbin/nologin"
+    caps = host.run(f"grep CapEff /proc/{main_pid(host)}/status").stdout.split()[1]
+    assert int(caps, 16) == 0
+
+
+def test_environment_file_readable_by_root_only(host):
+    env = host.file("/etc/testapp/env")
+    assert env.user == "root" and env.mode == 0o600
+    assert 'SECRET_KEY="not-a-real-secret-0123456789abcdef"' in env.content_string
+
+
+def test_sandbox_lets_the_app_write_only_its_paths(host):
+    out = get(host, "/write").stdout
+    assert "/srv/testapp/shared/uploads/probe=ok" in out
+    assert "/srv/testapp/current/probe=ok" not in out and "/etc/probe=ok" not in out
+
+
+def test_logs_go_to_the_journal(host):
+    assert "Booting worker" in host.run("journalctl -u testapp.service --no-pager -n 200").stdout
+
+
+def test_reload_keeps_main_process_and_replaces_workers(host):
+    before_main = main_pid(host)
+    before_worker = get(host).stdout.split("pid=")[1].split()[0]
+    assert host.run("systemctl reload testapp.service").rc == 0
+    for _ in range(50):
+        worker = get(host).stdout.split("pid=")[1].split()[0]
+        if worker != before_worker:
+            break
+        time.sleep(0.2)
+    assert main_pid(host) == before_main and worker != before_worker
+
+
+def test_sigkill_of_main_process_refuses_nothing_and_recovers_within_10s(host):
+    """The socket is systemd's: a request sent right after SIGKILL waits in its queue and is answered."""
+    killed = main_pid(host)
+    res = host.run(f"kill -KILL {killed}; start=$(date +%s.%N); "
+                   f"curl -sS --fail --max-time 15 --unix-socket {SOCK} http://testapp/; echo; "
+                   f"until systemctl is-active -q testapp.service && [ \"$(systemctl show -p MainPID --value testapp.service)\" != {killed} ]; "
+                   "do sleep 0.1; done; echo elapsed=$(echo \"$(date +%s.%N) - $start\" | bc 2>/dev/null || python3 -c \"import time; print(time.time() - $start)\")")
+    assert res.rc == 0 and "hello" in res.stdout, res.stdout + res.stderr
+    elapsed = float(res.stdout.split("elapsed=")[1])
+    print(f"service back {elapsed:.2f} s after SIGKILL on {host.backend.get_hostname()}")
+    assert elapsed < 10
+    assert main_pid(host) != killed
+
+
+def test_restart_under_requests_refuses_nothing(host):
+    """Requests made while the service restarts are queued by the socket, not refused."""
+    res = host.run(f"for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 20 --unix-socket {SOCK} "
+                   "http://testapp/ & sleep 0.05; done & sleep 0.3; systemctl restart testapp.service; wait")
+    codes = res.stdout.split()
+    assert len(codes) == 20 and set(codes) == {"200"}, codes
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"gunicorn_app_name": "Test App"}, "gunicorn_app_name=Test App cannot name a system user"),
+    ({"gunicorn_listen": ["run/app.sock"]}, "gunicorn_listen entry run/app.sock is neither"),
+    ({"gunicorn_environment": {"BAD-NAME": "x"}}, "gunicorn_environment has names that are not variable names: BAD-NAME"),
+])
+def test_bad_input_stops_before_any_change(extra, message):
+    rc, output, recaps = testhelpers.converge_with(extra)
+    assert rc != 0
+    assert message in output, output[-3000:]
+    # the converge's pre_tasks run before the role; they are idempotent, so nothing changes
+    assert len(recaps) == 3 and not any(recaps.values()), output[-3000:]
