@@ -1,0 +1,140 @@
+"""What roles/nginx must leave on every host: one site in front of the app, TLS per Mozilla's
+intermediate profile, and a configuration nginx never sees broken."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
+import testhelpers  # noqa: E402
+
+RESOLVE = "--resolve site.test:443:127.0.0.1 --resolve site.test:80:127.0.0.1"
+
+
+def curl(host, url, *args):
+    """Status line, headers and body of one request made on the host (the certificate is self-signed)."""
+    return host.run(f"curl -sS -k -i --max-time 10 {RESOLVE} {' '.join(args)} '{url}'")
+
+
+def status(response):
+    return int(response.stdout.split()[1])
+
+
+def headers(response):
+    head = response.stdout.replace("\r\n", "\n").split("\n\n", 1)[0].splitlines()[1:]
+    return {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in head)}
+
+
+def body(response):
+    return response.stdout.split("\r\n\r\n", 1)[1]
+
+
+def test_nginx_enabled_and_active(host):
+    assert host.service("nginx").is_enabled and host.service("nginx").is_running
+
+
+def test_default_site_gone_ours_enabled(host):
+    assert not host.file("/etc/nginx/sites-enabled/default").exists
+    assert host.file("/etc/nginx/sites-available/default").exists   # the packaged file stays
+    assert host.file("/etc/nginx/sites-enabled/site.conf").linked_to == "/etc/nginx/sites-available/site.conf"
+
+
+@pytest.mark.parametrize("path", ["/etc/nginx/sites-available/site.conf", "/etc/nginx/conf.d/00-site-http.conf",
+                                  "/etc/nginx/snippets/site-headers.conf", "/etc/nginx/snippets/site-proxy.conf"])
+def test_files_carry_ansible_managed_header(host, path):
+    assert "Ansible managed" in "".join(host.file(path).content_string.splitlines()[:3])
+
+
+def test_http_redirects_to_https_except_the_challenge(host):
+    for path in ("/", "/api/notes", "/static/app.css", "/anything?x=1"):
+        r = curl(host, f"http://site.test{path}")
+        assert status(r) == 301 and headers(r)["location"] == f"https://site.test{path}", r.stdout
+    host.run("echo token-content > /var/www/acme/.well-known/acme-challenge/probe-token")
+    r = curl(host, "http://site.test/.well-known/acme-challenge/probe-token")
+    assert status(r) == 200 and body(r).strip() == "token-content"
+
+
+def test_proxy_headers_for_proxyfix(host):
+    r = curl(host, "https://site.test/hello?x=1")
+    assert status(r) == 200
+    seen = json.loads(body(r))
+    assert seen["path"] == "/hello?x=1"
+    assert seen["headers"]["host"] == "site.test"
+    assert seen["headers"]["x-forwarded-proto"] == "https"
+    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert seen["headers"]["x-forwarded-host"] == "site.test"
+    assert len(seen["headers"]["x-request-id"]) == 32
+
+
+def test_security_headers_and_hsts_and_no_version(host):
+    h = headers(curl(host, "https://site.test/"))
+    assert h["strict-transport-security"] == "max-age=63072000"
+    assert h["x-content-type-options"] == "nosniff" and h["x-frame-options"] == "DENY"
+    assert h["referrer-policy"] == "strict-origin-when-cross-origin"
+    assert h["server"] == "nginx"
+
+
+def test_static_files_served_by_nginx_with_cache_headers_and_gzip(host):
+    r = curl(host, "https://site.test/static/app.css", "-H 'Accept-Encoding: gzip'", "-o /dev/null -D -")
+    h = headers(r)
+    assert status(r) == 200 and h["content-type"] == "text/css"
+    assert h["cache-control"] == "max-age=2592000"
+    assert "expires" in h and h["content-encoding"] == "gzip"
+    assert h["strict-transport-security"] == "max-age=63072000" and h["x-frame-options"] == "DENY"
+
+
+def test_body_size_limit(host):
+    r = host.run(f"head -c 2000000 /dev/zero | curl -sS -k -o /dev/null -w '%{{http_code}}' {RESOLVE} "
+                 "--data-binary @- https://site.test/upload")
+    assert r.stdout == "413"
+
+
+def test_api_rate_limited_per_client(host):
+    r = host.run(f"for i in $(seq 30); do curl -sS -k -o /dev/null -w '%{{http_code}}\\n' {RESOLVE} "
+                 "https://site.test/api/notes; done")
+    codes = r.stdout.split()
+    assert "200" in codes and "429" in codes, codes
+    r = host.run(f"for i in $(seq 30); do curl -sS -k -o /dev/null -w '%{{http_code}}\\n' {RESOLVE} "
+                 "https://site.test/other; done")
+    assert set(r.stdout.split()) == {"200"}
+
+
+@pytest.mark.parametrize("version, accepted", [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)])
+def test_tls_protocols(host, version, accepted):
+    r = host.run(f"echo | openssl s_client -connect 127.0.0.1:443 -servername site.test {version} 2>&1")
+    assert ("BEGIN CERTIFICATE" in r.stdout or "Server certificate" in r.stdout) == accepted, r.stdout[-800:]
+
+
+def test_no_ocsp_stapling(host):
+    assert "ssl_stapling" not in host.file("/etc/nginx/sites-available/site.conf").content_string
+
+
+def test_invalid_config_fails_with_nginx_error_and_keeps_the_old_one():
+    """A value nginx rejects: the play fails with nginx's own message, the files go back, nginx serves on.
+    (No `host` fixture: one converge covers all platforms.)"""
+    hosts = testhelpers.all_hosts()
+    before = [h.file("/etc/nginx/sites-available/site.conf").content_string for h in hosts]
+    pids = [h.run("cat /run/nginx.pid").stdout for h in hosts]
+    rc, output, _ = testhelpers.converge_with({"nginx_proxy_read_timeout": "forever"})
+    assert rc != 0
+    assert "nginx rejected the new configuration" in output and '"proxy_read_timeout" directive invalid value' in output, output[-3000:]
+    for h, old, pid in zip(hosts, before, pids):
+        assert h.file("/etc/nginx/sites-available/site.conf").content_string == old
+        assert h.file("/etc/nginx/snippets/site-proxy.conf").content_string.count("forever") == 0
+        assert h.run("nginx -t").rc == 0
+        assert h.run("cat /run/nginx.pid").stdout == pid
+        assert status(curl(h, "https://site.test/")) == 200
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"nginx_server_names": ["bad domain"]}, "not valid: bad domain"),
+    ({"nginx_upstream_servers": ["127.0.0.1"]}, "nginx_upstream_servers entry 127.0.0.1 is neither"),
+    ({"nginx_static_root": "/srv/site/static"}, 'must be an absolute directory ending in "/"'),
+])
+def test_bad_input_stops_before_any_change(extra, message):
+    rc, output, recaps = testhelpers.converge_with(extra)
+    assert rc != 0
+    assert message in output, output[-3000:]
+    assert len(recaps) == 3 and not any(recaps.values()), output[-3000:]
