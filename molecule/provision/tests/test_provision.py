@@ -55,3 +55,38 @@ def test_host_reaches_pebble_with_its_ca(host):
 
 def test_pebble_api_is_not_trusted_without_its_ca(host):
     assert host.run(f"curl -sS --fail https://{GATEWAY}:14000/dir").rc != 0
+
+
+def test_services_of_every_group_running(host):
+    for unit in ("postgresql", "redis-server", "nginx", "notesapp.socket", "certbot.timer"):
+        assert host.run(f"systemctl is-active {unit}").stdout.strip() == "active", unit
+
+
+def test_app_database_and_redis_user_work(host):
+    res = host.run("PGPASSWORD=test-Postgres-password-0123456789 psql -h localhost -U notesapp -d notesapp "
+                   "-XAtc 'SELECT current_user'")
+    assert res.stdout.strip() == "notesapp", res.stderr
+    res = host.run("REDISCLI_AUTH=test-Redis-app-password-0123456789 redis-cli --user notesapp PING")
+    assert res.stdout.strip() == "PONG"
+
+
+def test_app_environment_points_at_the_services(host):
+    env = host.file("/etc/notesapp/env")
+    assert env.mode == 0o600
+    content = env.content_string
+    assert 'DATABASE_URL="postgresql://notesapp:test-Postgres-password-0123456789@127.0.0.1/notesapp"' in content
+    assert 'REDIS_URL="redis://notesapp:test-Redis-app-password-0123456789@127.0.0.1:6379/0"' in content
+
+
+def test_nginx_serves_the_certificate_and_talks_to_the_app_socket(host):
+    out = host.check_output("echo | openssl s_client -connect 127.0.0.1:443 -servername allinone.test 2>/dev/null "
+                            "| openssl x509 -noout -issuer")
+    assert "Pebble" in out
+    site = host.file("/etc/nginx/sites-available/notesapp.conf").content_string
+    assert "server unix:/run/notesapp.sock" in site
+
+
+def test_firewall_opens_only_http_and_https_beyond_ssh(host):
+    rules = host.check_output("ufw status")
+    assert "80/tcp" in rules and "443/tcp" in rules
+    assert "5432" not in rules and "6379" not in rules
