@@ -60,3 +60,11 @@ def all_hosts() -> list:
     import testinfra
 
     return testinfra.get_hosts(["ansible://all"], ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def assert_refused_before_any_change(extra: dict, message: str, hosts: int = 3) -> None:
+    """Converge with one bad variable: the run must fail, say `message`, and change nothing on any host."""
+    rc, output, recaps = converge_with(extra)
+    assert rc != 0
+    assert message in output, output[-3000:]
+    assert len(recaps) == hosts and not any(recaps.values()), output[-3000:]

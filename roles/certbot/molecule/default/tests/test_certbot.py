@@ -116,7 +116,4 @@ def test_forced_renewal_changes_the_served_serial_without_a_manual_reload(host, 
     ({"certbot_email": "not-an-address"}, "certbot_email=not-an-address must be an address"),
 ])
 def test_bad_input_stops_before_any_change(extra, message):
-    rc, output, recaps = testhelpers.converge_with(extra)
-    assert rc != 0
-    assert message in output, output[-3000:]
-    assert len(recaps) == 3 and not any(recaps.values()), output[-3000:]
+    testhelpers.assert_refused_before_any_change(extra, message)

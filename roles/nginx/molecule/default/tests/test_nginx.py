@@ -134,7 +134,4 @@ def test_invalid_config_fails_with_nginx_error_and_keeps_the_old_one():
     ({"nginx_static_root": "/srv/site/static"}, 'must be an absolute directory ending in "/"'),
 ])
 def test_bad_input_stops_before_any_change(extra, message):
-    rc, output, recaps = testhelpers.converge_with(extra)
-    assert rc != 0
-    assert message in output, output[-3000:]
-    assert len(recaps) == 3 and not any(recaps.values()), output[-3000:]
+    testhelpers.assert_refused_before_any_change(extra, message)

@@ -140,10 +140,7 @@ def test_listens_only_on_configured_addresses(host, hostvars):
      "postgresql_databases[0] (name: shop) is owned by ghost, which is not in postgresql_users"),
 ])
 def test_bad_input_stops_before_any_change(extra, message):
-    rc, output, recaps = testhelpers.converge_with(extra)
-    assert rc != 0
-    assert message in output, output[-3000:]
-    assert len(recaps) == 3 and not any(recaps.values()), output[-3000:]
+    testhelpers.assert_refused_before_any_change(extra, message)
 
 
 def test_reload_for_sighup_settings_restart_only_for_postmaster_ones():

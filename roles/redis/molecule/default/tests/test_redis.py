@@ -138,10 +138,7 @@ def test_runtime_changes_apply_without_restart_and_others_restart():
     ({"redis_save": ["every hour"]}, 'redis_save entries must read "SECONDS CHANGES"'),
 ])
 def test_bad_input_stops_before_any_change(extra, message):
-    rc, output, recaps = testhelpers.converge_with(extra)
-    assert rc != 0
-    assert message in output, output[-3000:]
-    assert len(recaps) == 3 and not any(recaps.values()), output[-3000:]
+    testhelpers.assert_refused_before_any_change(extra, message)
 
 
 def test_zz_data_survives_a_reboot(host, hostvars):
