@@ -68,3 +68,78 @@ def assert_refused_before_any_change(extra: dict, message: str, hosts: int = 3) 
     assert rc != 0
     assert message in output, output[-3000:]
     assert len(recaps) == hosts and not any(recaps.values()), output[-3000:]
+
+
+def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None = None,
+                 settings: str | None = None, timeout: int = 900) -> tuple[int, str]:
+    """Run one of the project's playbooks (path relative to the repository) against the scenario's hosts,
+    as a user would: the scenario's settings file stands in for the inventory's group_vars.
+
+    Returns the exit code and the whole output."""
+    env = {**os.environ, "ANSIBLE_CONFIG": f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ansible.cfg",
+           "ANSIBLE_ROLES_PATH": f"{REPO}/roles"}
+    settings = settings or f"{os.environ['MOLECULE_SCENARIO_DIRECTORY']}/settings.yml"
+    command = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"], "-e", f"@{settings}"]
+    if extra:
+        command += ["-e", json.dumps(extra)]
+    res = subprocess.run(command + [str(REPO / playbook)], capture_output=True, text=True, timeout=timeout, env=env)
+    return res.returncode, res.stdout + res.stderr
+
+
+class Load:
+    """Steady load from a second process's point of view: threads sending GET requests over HTTPS to one
+    address (any certificate accepted: the load counts answers, the certificate has its own tests).
+    A failure is an exception (refused, reset, timeout) or a 5xx answer."""
+
+    def __init__(self, address: str, host_header: str, path: str = "/", threads: int = 4):
+        import threading
+
+        self.address, self.host_header, self.path = address, host_header, path
+        self.ok, self.failed, self.latencies, self.errors = 0, 0, [], []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        import http.client
+        import ssl
+        import time
+
+        context = ssl._create_unverified_context()
+        conn = None
+        while not self._stop.is_set():
+            start = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPSConnection(self.address, 443, timeout=30, context=context)
+                conn.request("GET", self.path, headers={"Host": self.host_header})
+                response = conn.getresponse()
+                response.read()
+                good, detail = response.status < 500, f"HTTP {response.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                good, detail = False, f"{exc.__class__.__name__}: {exc}"
+                conn = None
+            with self._lock:
+                self.latencies.append(time.monotonic() - start)
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.errors.append(detail)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+    def summary(self) -> str:
+        lat = sorted(self.latencies) or [0.0]
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        return (f"{self.ok + self.failed} requests, {self.failed} failed, p99 {p99 * 1000:.0f} ms, "
+                f"max {lat[-1] * 1000:.0f} ms" + (f"; errors: {sorted(set(self.errors))[:5]}" if self.errors else ""))

@@ -1,0 +1,320 @@
+"""Day-to-day runs against the converged stack: deploys of a small history of the reference app, a
+release that does not import, one that fails its health gate, rollbacks across a migration, steady load
+during the switches, the cron backup, the restore drill, log rotation and preflight's refusals.
+
+The tests run in order and build on each other (one host, one history). Every test takes the `host`
+fixture, even where it does not use it: pytest groups tests by that module-scoped fixture, and a test
+without it would run out of order."""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule/shared"))
+import testhelpers  # noqa: E402
+
+REPO = testhelpers.REPO
+DOMAIN = "allinone.test"
+HISTORY = {}   # tag -> commit of the test repository
+RELEASES = {}  # tag -> release id the deploy made
+
+MIGRATION_0003 = '''"""Add a table for note tags (an additive migration: the previous release keeps working).
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("note_tags", sa.Column("note_id", sa.Integer, sa.ForeignKey("notes.id"), primary_key=True),
+                    sa.Column("tag", sa.String(40), primary_key=True))
+
+
+def downgrade():
+    op.drop_table("note_tags")
+'''
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def app_repo(tmp_path_factory):
+    """A git repository with the reference app's history as a user's would grow: v1 (the app as committed
+    here), v2 (a migration), v2b (a code-only change), broken (does not import), sick (never ready)."""
+    repo = tmp_path_factory.mktemp("app-history")
+    subprocess.run(f"git -C {shlex.quote(str(REPO))} archive HEAD app | tar -x -C {shlex.quote(str(repo))}",
+                   shell=True, check=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "tests@flask-deploy.test")
+    git(repo, "config", "user.name", "tests")
+
+    def commit(tag):
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", tag)
+        git(repo, "tag", tag)
+        HISTORY[tag] = git(repo, "rev-parse", "HEAD")
+
+    commit("v1")
+    (repo / "app/migrations/versions/0003_add_note_tags.py").write_text(MIGRATION_0003)
+    commit("v2")
+    views = repo / "app/notesapp/views.py"
+    views.write_text(views.read_text() + "\n# v2b: a code-only change\n")
+    commit("v2b")
+    wsgi = repo / "app/wsgi.py"
+    original = wsgi.read_text()
+    wsgi.write_text("import notesapp.this_module_does_not_exist  # noqa\n" + original)
+    commit("broken")
+    git(repo, "checkout", "-q", "v2b")
+    health = repo / "app/notesapp/health.py"
+    health.write_text(health.read_text().replace(
+        'return jsonify(status="ready", checks=checks)',
+        'return jsonify(status="unavailable", failing=["forced by the test"]), 503'))
+    commit("sick")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def address(host):
+    return host.ansible.get_variables()["ansible_host"]
+
+
+def deploy(app_repo, tag, **extra):
+    return testhelpers.run_playbook("playbooks/deploy.yml", {
+        "app_git_repo": str(app_repo), "app_git_version": tag,
+        "app_controller_cache_dir": str(app_repo.parent / "controller-cache"), **extra})
+
+
+def version(host):
+    out = host.check_output(f"curl -sS --fail --resolve {DOMAIN}:443:127.0.0.1 -k https://{DOMAIN}/version")
+    return json.loads(out)
+
+
+def api(host, method, path, body=None):
+    data = f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}" if body else ""
+    out = host.check_output(f"curl -sS --fail -X {method} {data} --resolve {DOMAIN}:443:127.0.0.1 -k "
+                            f"https://{DOMAIN}{path}")
+    return json.loads(out)
+
+
+def releases(host):
+    return sorted(host.check_output("ls /srv/notesapp/releases").split())
+
+
+def test_site_yml_deployed_this_repository(host):
+    """The converge (site.yml) ended with the first deploy: this repository's HEAD answers over HTTPS."""
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert version(host)["commit"] == head
+    RELEASES["head"] = version(host)["release"]
+    assert host.file("/srv/notesapp/current").is_symlink
+
+
+def test_deploy_v1_and_write_data(host, app_repo):
+    rc, out = deploy(app_repo, "v1")
+    assert rc == 0, out[-3000:]
+    v = version(host)
+    assert v["commit"] == HISTORY["v1"]
+    RELEASES["v1"] = v["release"]
+    note = api(host, "POST", "/api/notes", {"title": "Written under v1", "body": "must survive every deploy"})
+    RELEASES["note_id"] = note["id"]
+
+
+def test_deploy_v2_with_a_migration_under_load(host, app_repo, address):
+    with testhelpers.Load(address, DOMAIN) as load:
+        time.sleep(2)
+        rc, out = deploy(app_repo, "v2")
+        time.sleep(2)
+    print(f"\ndeploy of v2 under load: {load.summary()}")
+    assert rc == 0, out[-3000:]
+    assert load.ok > 50, "the load did not run"
+    assert load.failed == 0, load.summary()
+    v = version(host)
+    assert v["commit"] == HISTORY["v2"]
+    RELEASES["v2"] = v["release"]
+    assert api(host, "GET", f"/api/notes/{RELEASES['note_id']}")["title"] == "Written under v1"
+    release = f"/srv/notesapp/releases/{v['release']}"
+    assert host.file(f"{release}/.migration-revision").content_string.strip() == "0003"
+    assert host.file(f"/srv/notesapp/shared/backups/pre-migrate-{v['release']}.dump").exists
+    assert host.check_output("runuser -u postgres -- psql -tAc \"SELECT to_regclass('note_tags')\" notesapp") \
+        == "note_tags"
+
+
+def test_code_only_deploy_installs_nothing(host, app_repo):
+    venvs_before = host.check_output("ls /srv/notesapp/shared/venvs")
+    rc, out = deploy(app_repo, "v2b")
+    assert rc == 0, out[-3000:]
+    assert re.search(r"TASK \[app : Install the wheels into the virtualenv\][^\n]*\n(skipping|ok)", out), out[-3000:]
+    assert re.search(r"TASK \[app : Build the wheelhouse\][^\n]*\n(skipping|ok)", out)
+    assert host.check_output("ls /srv/notesapp/shared/venvs") == venvs_before
+    RELEASES["v2b"] = version(host)["release"]
+    assert version(host)["commit"] == HISTORY["v2b"]
+
+
+def changed_tasks(out):
+    return re.findall(r"TASK \[([^\]]+)\][^\n]*\n(?:[^\n]*\n)*?changed: ", out)
+
+
+def test_same_commit_again_changes_nothing(host, app_repo):
+    rc, out = deploy(app_repo, "v2b")
+    assert rc == 0
+    assert re.search(r"^\S+\s+: ok=\d+\s+changed=0 ", out, re.MULTILINE), (
+        re.findall(r"^\S+\s+: ok=.*$", out, re.MULTILINE), re.findall(r"TASK \[.*\n(?:.*\n)??changed: .*", out))
+
+
+def test_release_that_does_not_import_never_goes_live(host, app_repo):
+    rc, out = deploy(app_repo, "broken")
+    assert rc != 0
+    assert "the import check failed" in out and "Nothing was switched" in out, out[-3000:]
+    assert "this_module_does_not_exist" in out
+    assert version(host)["release"] == RELEASES["v2b"]
+    failed = [r for r in releases(host) if r.endswith(HISTORY["broken"][:8])]
+    assert failed and host.file(f"/srv/notesapp/releases/{failed[0]}/.FAILED").exists
+
+
+def test_release_that_fails_the_gate_is_switched_back(host, app_repo, address):
+    with testhelpers.Load(address, DOMAIN) as load:
+        rc, out = deploy(app_repo, "sick")
+    print(f"\nfailed deploy under load: {load.summary()}")
+    assert rc != 0
+    assert "The health gate failed for release" in out, out[-3000:]
+    assert "Wait until the app is ready" in out and "forced by the test" in out
+    assert f"Switched back to {RELEASES['v2b']}" in out
+    assert version(host)["release"] == RELEASES["v2b"]
+    log = host.file("/var/log/notesapp/deploy.log").content_string.splitlines()
+    last = json.loads(log[-1])
+    assert last["commit"] == HISTORY["sick"] and last["result"].startswith("gate failed")
+
+
+def test_rollback_across_the_migration_is_refused(host):
+    rc, out = testhelpers.run_playbook("playbooks/rollback.yml", {"release": RELEASES["v1"]})
+    assert rc != 0
+    assert f"Refusing to roll back to {RELEASES['v1']}" in out, out[-3000:]
+    assert "expects migration revision 0002, the database is at 0003" in out
+    assert "-e rollback_db=downgrade" in out and "pre-migrate-" in out
+    assert version(host)["release"] == RELEASES["v2b"]
+
+
+def test_rollback_with_downgrade_under_load(host, address):
+    with testhelpers.Load(address, DOMAIN) as load:
+        time.sleep(2)
+        rc, out = testhelpers.run_playbook("playbooks/rollback.yml",
+                                           {"release": RELEASES["v1"], "rollback_db": "downgrade"})
+        time.sleep(2)
+    print(f"\nrollback with downgrade under load: {load.summary()}")
+    assert rc == 0, out[-3000:]
+    assert load.ok > 50 and load.failed == 0, load.summary()
+    assert version(host)["release"] == RELEASES["v1"]
+    assert host.check_output("runuser -u postgres -- psql -tAc \"SELECT to_regclass('note_tags')\" notesapp") == ""
+    assert api(host, "GET", f"/api/notes/{RELEASES['note_id']}")["title"] == "Written under v1"
+
+
+def test_rollback_without_target_goes_to_the_release_before_current(host, app_repo):
+    """Deploy v2 again (over v1), then a plain rollback: it goes to v2b, the newest release before current
+    by id that did not fail; not to v1 (what served last), not to the failed ones, whatever the mtimes."""
+    rc, out = deploy(app_repo, "v2")
+    assert rc == 0, out[-3000:]
+    host.check_output(f"touch /srv/notesapp/releases/{RELEASES['v1']}")  # newest by mtime now
+    rc, out = testhelpers.run_playbook("playbooks/rollback.yml")
+    assert rc == 0, out[-3000:]
+    assert version(host)["release"] == RELEASES["v2b"]
+
+
+def test_old_releases_are_pruned_but_current_and_previous_stay(host):
+    """Seven releases so far: at the last deploy the newest five stayed, and v1 too (it was the previous
+    release then); only the first one, site.yml's, went."""
+    kept = releases(host)
+    assert len(kept) == 6, kept
+    assert version(host)["release"] in kept and RELEASES["v1"] in kept
+    assert RELEASES["head"] not in kept
+
+
+def test_cron_backup_job_runs_and_the_restore_drill_passes(host):
+    line = [entry for entry in host.file("/etc/cron.d/pg-backup").content_string.splitlines()
+            if entry and not entry.startswith(("#", "SHELL", "PATH"))][0]
+    fields = line.split(None, 6)
+    assert fields[5] == "postgres"
+    # trigger the job exactly as cron would: its command, as its user, with cron's PATH
+    host.check_output(f"runuser -u postgres -- env PATH=/usr/sbin:/usr/bin:/sbin:/bin sh -c {shlex.quote(fields[6])}")
+    status = json.loads(host.file("/var/backups/postgresql/status.json").content_string)
+    backup = status["path"]
+    assert host.run(f"cd {backup} && sha256sum --check SHA256SUMS").rc == 0
+    assert host.file(f"{backup}/notesapp.dump").size > 0 and host.file(f"{backup}/globals.sql").size > 0
+    assert "done" in host.file("/var/log/postgresql/pg-backup.log").content_string
+    rc, out = testhelpers.run_playbook("playbooks/restore.yml")
+    assert rc == 0, out[-3000:]
+    match = re.search(r"Restore drill of notesapp from \S+\s+passed: (\d+) tables, (\d+) rows", out)
+    assert match, out[-3000:]
+    print(f"\nrestore drill: {match.group(0)}")
+    assert int(match.group(1)) >= 3 and int(match.group(2)) >= 2
+    assert "notesapp_restore_drill" not in host.check_output("runuser -u postgres -- psql -tAc 'SELECT datname FROM pg_database'")
+
+
+def test_a_second_run_while_one_holds_the_lock_stops(host):
+    res = host.run("runuser -u postgres -- flock /var/backups/postgresql/.lock /usr/local/sbin/pg-backup")
+    assert res.rc == 75 and "another backup holds" in res.stderr
+
+
+def test_a_corrupted_dump_fails_the_drill(host):
+    backup = json.loads(host.file("/var/backups/postgresql/status.json").content_string)["path"]
+    host.check_output(f"printf 'garbage' | dd of={backup}/notesapp.dump bs=1 seek=100 conv=notrunc status=none")
+    rc, out = testhelpers.run_playbook("playbooks/restore.yml")
+    assert rc != 0
+    assert "fails its checksums" in out and "notesapp.dump: FAILED" in out, out[-3000:]
+    # the same damage with matching checksums: pg_restore itself refuses it
+    host.check_output(f"truncate -s 200 {backup}/notesapp.dump && cd {backup} && sha256sum notesapp.dump globals.sql > SHA256SUMS")
+    rc, out = testhelpers.run_playbook("playbooks/restore.yml")
+    assert rc != 0 and "pg_restore" in out, out[-3000:]
+    assert "notesapp_restore_drill" not in host.check_output("runuser -u postgres -- psql -tAc 'SELECT datname FROM pg_database'")
+
+
+def test_logrotate_covers_every_log_the_stack_writes(host):
+    res = host.run("logrotate --debug /etc/logrotate.conf")
+    assert res.rc == 0, res.stderr
+    considered = set(re.findall(r"considering log (\S+)", res.stdout + res.stderr))
+    logs = host.check_output("find /var/log/nginx /var/log/postgresql /var/log/redis /var/log/notesapp "
+                             "-type f -name '*.log'").split()
+    assert "/var/log/notesapp/deploy.log" in logs and "/var/log/postgresql/pg-backup.log" in logs
+    missing = [log for log in logs if log not in considered]
+    assert not missing, f"no logrotate rule for {missing}"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"vault_app_secret_key": ""}, "vault_app_secret_key is not set"),
+    ({"vault_redis_password": "changeme"}, "vault_redis_password is weak (a known default)"),
+    ({"vault_postgresql_app_password": "short"}, "vault_postgresql_app_password is weak (5 characters)"),
+    ({"app_domains": ["notes_app.example.com"]}, "app_domains entry 'notes_app.example.com' is not a DNS name"),
+    ({"app_domains": ["https://notes.example.com/"]}, "is not a DNS name"),
+    ({"app_acme_email": "ops"}, "app_acme_email 'ops' is not an e-mail address"),
+    ({"vault_redis_app_password": "test-Redis-admin-password-0123456789"}, "are the same"),
+])
+def test_preflight_refuses_bad_settings_before_any_change(host, extra, message):
+    testhelpers.assert_refused_before_any_change(extra, message, hosts=1)
+
+
+def test_preflight_refuses_an_inventory_without_a_group(host, tmp_path):
+    import yaml
+
+    inventory = yaml.safe_load(Path(testhelpers.os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
+    inventory.pop("lb")
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    rc, out = testhelpers.run_playbook("molecule/site/converge.yml", inventory=str(path))
+    assert rc != 0
+    assert "inventory group 'lb' is missing or has no hosts" in out, out[-3000:]
+    assert re.search(r"^\S+\s+: ok=\d+\s+changed=0 ", out, re.MULTILINE)
