@@ -1,5 +1,11 @@
 # Entry points. See README.md.
-.PHONY: setup test lint docs lock app-lock hosts-down
+.PHONY: setup demo demo-down test lint docs lock app-lock hosts-down
+
+demo:             ## the main job: a local test host, Pebble, site.yml, the app answering over HTTPS
+	scripts/demo up
+
+demo-down:        ## take the demo host down
+	scripts/demo down
 
 setup:            ## host packages and the .venv with the pinned tools
 	scripts/setup

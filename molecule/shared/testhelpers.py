@@ -78,7 +78,7 @@ def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None
     Returns the exit code and the whole output."""
     env = {**os.environ, "ANSIBLE_CONFIG": f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ansible.cfg",
            "ANSIBLE_ROLES_PATH": f"{REPO}/roles"}
-    settings = settings or f"{os.environ['MOLECULE_SCENARIO_DIRECTORY']}/settings.yml"
+    settings = settings or f"{os.environ['MOLECULE_SCENARIO_DIRECTORY']}/vars/settings.yml"
     command = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"], "-e", f"@{settings}"]
     if extra:
         command += ["-e", json.dumps(extra)]
