@@ -15,17 +15,22 @@ REPO = Path(__file__).resolve().parents[2]
 TESTHOST = REPO / "scripts" / "testhost"
 
 
+def _ansible_env() -> dict:
+    """Molecule's Ansible settings for this scenario, and every place its roles may live."""
+    project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    return {**os.environ, "ANSIBLE_CONFIG": f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ansible.cfg",
+            "ANSIBLE_ROLES_PATH": f"{project}/..:{project}/roles:{REPO}/roles"}
+
+
 def converge_with(extra: dict, timeout: int = 600) -> tuple[int, str, dict[str, int]]:
     """Run the scenario's converge.yml on every host with extra variables, as Molecule would.
 
     Returns the exit code, the whole output and the `changed` count of each host's recap."""
-    scenario, project = os.environ["MOLECULE_SCENARIO_DIRECTORY"], os.environ["MOLECULE_PROJECT_DIRECTORY"]
-    env = {**os.environ, "ANSIBLE_CONFIG": f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ansible.cfg",
-           "ANSIBLE_ROLES_PATH": f"{project}/..:{project}/roles:{REPO}/roles"}
+    scenario = os.environ["MOLECULE_SCENARIO_DIRECTORY"]
     res = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-e", json.dumps(extra),
          f"{scenario}/converge.yml"],
-        capture_output=True, text=True, timeout=timeout, env=env)
+        capture_output=True, text=True, timeout=timeout, env=_ansible_env())
     recaps = {h: int(c) for h, c in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", res.stdout, re.MULTILINE)}
     return res.returncode, res.stdout + res.stderr, recaps
 
@@ -76,13 +81,12 @@ def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None
     as a user would: the scenario's settings file stands in for the inventory's group_vars.
 
     Returns the exit code and the whole output."""
-    env = {**os.environ, "ANSIBLE_CONFIG": f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ansible.cfg",
-           "ANSIBLE_ROLES_PATH": f"{REPO}/roles"}
     settings = settings or f"{os.environ['MOLECULE_SCENARIO_DIRECTORY']}/vars/settings.yml"
     command = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"], "-e", f"@{settings}"]
     if extra:
         command += ["-e", json.dumps(extra)]
-    res = subprocess.run(command + [str(REPO / playbook)], capture_output=True, text=True, timeout=timeout, env=env)
+    res = subprocess.run(command + [str(REPO / playbook)], capture_output=True, text=True, timeout=timeout,
+                         env=_ansible_env())
     return res.returncode, res.stdout + res.stderr
 
 
