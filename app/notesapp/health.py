@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -59,4 +60,6 @@ def ready():
 
 @bp.get("/version")
 def version():
-    return jsonify(release=current_app.config["RELEASE_ID"], commit=current_app.config["RELEASE_COMMIT"])
+    """Which release answers, and on which host (behind a load balancer, which web host served it)."""
+    return jsonify(release=current_app.config["RELEASE_ID"], commit=current_app.config["RELEASE_COMMIT"],
+                   host=socket.gethostname())

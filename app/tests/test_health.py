@@ -2,6 +2,7 @@
 
 import json
 import logging
+import socket
 
 
 def test_liveness_needs_nothing(make_app):
@@ -49,7 +50,7 @@ def test_redis_down_degrades_but_serves(app, redis_server, caplog):
 def test_version_from_environment(make_app):
     app = make_app(RELEASE_ID="20261123T120000-abc1234", RELEASE_COMMIT="abc1234")
     assert app.test_client().get("/version").get_json() == {"release": "20261123T120000-abc1234",
-                                                           "commit": "abc1234"}
+                                                           "commit": "abc1234", "host": socket.gethostname()}
 
 
 def test_request_id_echoed_and_logged(client, capsys):

@@ -1,5 +1,6 @@
 """The production configuration, and the app served by Gunicorn with it."""
 
+import json
 import os
 import re
 import signal
@@ -97,7 +98,8 @@ def test_gunicorn_serves_the_app_in_production(gunicorn):
     status, body = request(f"{base}/api/notes")
     assert status == 200 and '"from gunicorn"' in body
     assert request(f"{base}/health/ready")[0] == 200
-    assert request(f"{base}/version") == (200, '{"commit":"c1","release":"r1"}\n')
+    assert request(f"{base}/version") == (200, json.dumps({"commit": "c1", "host": socket.gethostname(),
+                                                           "release": "r1"}, separators=(",", ":")) + "\n")
     assert request(f"{base}/api/notes", b'{"title": ""}')[0] == 422
     for _ in range(30):
         assert request(f"{base}/health")[0] == 200
