@@ -93,13 +93,18 @@ def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None
 class Load:
     """Steady load from a second process's point of view: threads sending GET requests over HTTPS to one
     address (any certificate accepted: the load counts answers, the certificate has its own tests).
-    A failure is an exception (refused, reset, timeout) or a 5xx answer."""
+    A failure is an exception (refused, reset, timeout) or a 5xx answer.
+
+    Like a browser (and urllib3), a request on a reused keep-alive connection that the server closed
+    before answering is sent again once on a new connection (RFC 9110, 9.2.2: GET is idempotent): nginx
+    closes idle keep-alive connections when it reloads, which a deploy across several web hosts does. Such
+    retries are counted and printed; a retry that fails too is a failure."""
 
     def __init__(self, address: str, host_header: str, path: str = "/", threads: int = 4):
         import threading
 
         self.address, self.host_header, self.path = address, host_header, path
-        self.ok, self.failed, self.latencies, self.errors = 0, 0, [], []
+        self.ok, self.failed, self.retried, self.latencies, self.errors = 0, 0, 0, [], []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -113,17 +118,28 @@ class Load:
         conn = None
         while not self._stop.is_set():
             start = time.monotonic()
-            try:
-                if conn is None:
-                    conn = http.client.HTTPSConnection(self.address, 443, timeout=30, context=context)
-                conn.request("GET", self.path, headers={"Host": self.host_header})
-                response = conn.getresponse()
-                response.read()
-                good, detail = response.status < 500, f"HTTP {response.status}"
-            except (OSError, http.client.HTTPException) as exc:
-                good, detail = False, f"{exc.__class__.__name__}: {exc}"
-                conn = None
+            retried = False
+            while True:
+                reused = conn is not None
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPSConnection(self.address, 443, timeout=30, context=context)
+                    conn.request("GET", self.path, headers={"Host": self.host_header})
+                    response = conn.getresponse()
+                    response.read()
+                    good, detail = response.status < 500, f"HTTP {response.status}"
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                    conn = None
+                    if reused and not retried:
+                        retried = True
+                        continue
+                    good, detail = False, f"{exc.__class__.__name__}: {exc}"
+                except (OSError, http.client.HTTPException) as exc:
+                    good, detail = False, f"{exc.__class__.__name__}: {exc}"
+                    conn = None
+                break
             with self._lock:
+                self.retried += retried
                 self.latencies.append(time.monotonic() - start)
                 if good:
                     self.ok += 1
@@ -146,4 +162,76 @@ class Load:
         lat = sorted(self.latencies) or [0.0]
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         return (f"{self.ok + self.failed} requests, {self.failed} failed, p99 {p99 * 1000:.0f} ms, "
-                f"max {lat[-1] * 1000:.0f} ms" + (f"; errors: {sorted(set(self.errors))[:5]}" if self.errors else ""))
+                f"max {lat[-1] * 1000:.0f} ms"
+                + (f", {self.retried} sent again on a new connection" if self.retried else "")
+                + (f"; errors: {sorted(set(self.errors))[:5]}" if self.errors else ""))
+
+
+MIGRATION_0003 = '''"""Add a table for note tags (an additive migration: the previous release keeps working).
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("note_tags", sa.Column("note_id", sa.Integer, sa.ForeignKey("notes.id"), primary_key=True),
+                    sa.Column("tag", sa.String(40), primary_key=True))
+
+
+def downgrade():
+    op.drop_table("note_tags")
+'''
+
+
+def git(repo, *args) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_app_history(repo: Path) -> dict[str, str]:
+    """A git repository in `repo` with the reference app's history as a user's would grow: v1 (the app
+    as committed here), v2 (a migration), v2b (a code-only change), broken (does not import), sick (never
+    ready) and sick-on-web2 (not ready on hosts whose name ends in web2). Returns tag -> commit."""
+    import shlex
+
+    history = {}
+    subprocess.run(f"git -C {shlex.quote(str(REPO))} archive HEAD app | tar -x -C {shlex.quote(str(repo))}",
+                   shell=True, check=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "tests@flask-deploy.test")
+    git(repo, "config", "user.name", "tests")
+
+    def commit(tag):
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", tag)
+        git(repo, "tag", tag)
+        history[tag] = git(repo, "rev-parse", "HEAD")
+
+    commit("v1")
+    (repo / "app/migrations/versions/0003_add_note_tags.py").write_text(MIGRATION_0003)
+    commit("v2")
+    views = repo / "app/notesapp/views.py"
+    views.write_text(views.read_text() + "\n# v2b: a code-only change\n")
+    commit("v2b")
+    wsgi = repo / "app/wsgi.py"
+    wsgi.write_text("import notesapp.this_module_does_not_exist  # noqa\n" + wsgi.read_text())
+    commit("broken")
+    health = repo / "app/notesapp/health.py"
+    ready = 'return jsonify(status="ready", checks=checks)'
+    for tag, condition in (("sick", "True"), ("sick-on-web2", 'socket.gethostname().endswith("web2")')):
+        git(repo, "checkout", "-q", "v2b")
+        text = health.read_text()
+        assert ready in text
+        health.write_text(text.replace(ready, f'if {condition}:\n        return jsonify(status="unavailable", '
+                                              f'failing=["forced by the test"]), 503\n    {ready}'))
+        commit(tag)
+    git(repo, "checkout", "-q", "v2b")
+    return history

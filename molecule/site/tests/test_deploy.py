@@ -24,68 +24,11 @@ DOMAIN = "allinone.test"
 HISTORY = {}   # tag -> commit of the test repository
 RELEASES = {}  # tag -> release id the deploy made
 
-MIGRATION_0003 = '''"""Add a table for note tags (an additive migration: the previous release keeps working).
-
-Revision ID: 0003
-Revises: 0002
-"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.create_table("note_tags", sa.Column("note_id", sa.Integer, sa.ForeignKey("notes.id"), primary_key=True),
-                    sa.Column("tag", sa.String(40), primary_key=True))
-
-
-def downgrade():
-    op.drop_table("note_tags")
-'''
-
-
-def git(repo, *args):
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def app_repo(tmp_path_factory):
-    """A git repository with the reference app's history as a user's would grow: v1 (the app as committed
-    here), v2 (a migration), v2b (a code-only change), broken (does not import), sick (never ready)."""
+    """The reference app's history as a user's would grow (testhelpers.make_app_history)."""
     repo = tmp_path_factory.mktemp("app-history")
-    subprocess.run(f"git -C {shlex.quote(str(REPO))} archive HEAD app | tar -x -C {shlex.quote(str(repo))}",
-                   shell=True, check=True)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "tests@flask-deploy.test")
-    git(repo, "config", "user.name", "tests")
-
-    def commit(tag):
-        git(repo, "add", "-A")
-        git(repo, "commit", "-q", "-m", tag)
-        git(repo, "tag", tag)
-        HISTORY[tag] = git(repo, "rev-parse", "HEAD")
-
-    commit("v1")
-    (repo / "app/migrations/versions/0003_add_note_tags.py").write_text(MIGRATION_0003)
-    commit("v2")
-    views = repo / "app/notesapp/views.py"
-    views.write_text(views.read_text() + "\n# v2b: a code-only change\n")
-    commit("v2b")
-    wsgi = repo / "app/wsgi.py"
-    original = wsgi.read_text()
-    wsgi.write_text("import notesapp.this_module_does_not_exist  # noqa\n" + original)
-    commit("broken")
-    git(repo, "checkout", "-q", "v2b")
-    health = repo / "app/notesapp/health.py"
-    health.write_text(health.read_text().replace(
-        'return jsonify(status="ready", checks=checks)',
-        'return jsonify(status="unavailable", failing=["forced by the test"]), 503'))
-    commit("sick")
+    HISTORY.update(testhelpers.make_app_history(repo))
     return repo
 
 

@@ -1,0 +1,234 @@
+"""Five hosts converged by site.yml: a load balancer, two web hosts, PostgreSQL and Redis. Who may talk to
+whom, the spread of requests, rolling deploys and a rollback under steady load, a web host powered off
+mid-load, and failed gates in the first and in the second batch.
+
+The tests run in file order and build on each other. None takes testinfra's `host` fixture (which would
+run each once per host); they reach the hosts they need through HOSTS."""
+
+import collections
+import http.client
+import json
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule/shared"))
+import testhelpers  # noqa: E402
+
+DOMAIN = "lb.test"
+HISTORY = {}   # tag -> commit of the test repository
+RELEASES = {}  # tag -> release id the deploy made
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    """testinfra hosts by inventory name: lb, web1, web2, db, redis."""
+    return {h.backend.get_hostname(): h for h in testhelpers.all_hosts()}
+
+
+@pytest.fixture(scope="module")
+def addresses(hosts):
+    return {name: h.ansible.get_variables()["ansible_host"] for name, h in hosts.items()}
+
+
+@pytest.fixture(scope="module")
+def app_repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("app-history")
+    HISTORY.update(testhelpers.make_app_history(repo))
+    return repo
+
+
+def deploy(app_repo, tag, **extra):
+    return testhelpers.run_playbook("playbooks/deploy.yml", {
+        "app_git_repo": str(app_repo), "app_git_version": tag,
+        "app_controller_cache_dir": str(app_repo.parent / "controller-cache"), **extra})
+
+
+def through_lb(address, path="/version"):
+    """One request through the load balancer's nginx, as a browser would send it."""
+    conn = http.client.HTTPSConnection(address, 443, timeout=10, context=ssl._create_unverified_context())
+    try:
+        conn.request("GET", path, headers={"Host": DOMAIN})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+def served(web):
+    """The release a web host's own Gunicorn serves (asked on the host, at its private address)."""
+    address = web.ansible.get_variables()["ansible_host"]
+    return json.loads(web.check_output(f"curl -sS --fail http://{address}:8000/version"))["release"]
+
+
+def current(web):
+    return Path(web.check_output("readlink /srv/notesapp/current")).name
+
+
+def can_connect(source, address, port):
+    """Whether `source` gets a TCP connection to address:port within 3 seconds."""
+    return source.run(f"timeout 3 bash -c '</dev/tcp/{address}/{port}'").rc == 0
+
+
+def test_site_yml_converged_every_group_where_it_belongs(hosts, addresses):
+    for web in ("web1", "web2"):
+        assert hosts[web].socket(f"tcp://{addresses[web]}:8000").is_listening
+        assert not hosts[web].package("nginx").is_installed
+        assert not hosts[web].package("postgresql").is_installed
+    assert hosts["lb"].service("nginx").is_running and not hosts["lb"].exists("gunicorn")
+    assert hosts["db"].socket(f"tcp://{addresses['db']}:5432").is_listening
+    assert hosts["redis"].socket(f"tcp://{addresses['redis']}:6379").is_listening
+    site = hosts["lb"].file("/etc/nginx/sites-available/notesapp.conf").content_string
+    for web in ("web1", "web2"):
+        assert f"server {addresses[web]}:8000 max_fails=3 fail_timeout=10s;" in site
+    assert "keepalive 32;" in site and "alias " not in site  # the web hosts serve /static/
+
+
+def test_requests_through_the_lb_reach_both_web_hosts(hosts, addresses):
+    spread = collections.Counter()
+    for _ in range(40):
+        status, body = through_lb(addresses["lb"])
+        assert status == 200
+        spread[body["host"]] += 1
+    print(f"\nspread of 40 requests through the load balancer: {dict(spread)}")
+    assert {name.rsplit("-", 1)[-1] for name in spread} == {"web1", "web2"}
+    assert min(spread.values()) >= 10
+
+
+def test_database_and_redis_take_connections_from_web_hosts_only(hosts, addresses):
+    for service, port in (("db", 5432), ("redis", 6379)):
+        assert not can_connect(hosts["lb"], addresses[service], port), f"lb reaches {service}"
+        assert can_connect(hosts["web1"], addresses[service], port)
+    # and with the app's credentials, through their protocols, from a web host
+    env = "set -a; . /etc/notesapp/env; set +a;"
+    python = "/srv/notesapp/current/venv/bin/python"
+    sql = "import os, psycopg2; c = psycopg2.connect(os.environ['DATABASE_URL']).cursor(); " \
+          "c.execute('SELECT 1'); print(c.fetchone()[0])"
+    assert hosts["web2"].check_output(f'{env} {python} -c "{sql}"') == "1"
+    ping = "import os, redis; print(redis.Redis.from_url(os.environ['REDIS_URL']).ping())"
+    assert hosts["web2"].check_output(f'{env} {python} -c "{ping}"') == "True"
+    # pg_hba has no line for the load balancer, whatever the firewall says
+    hba = hosts["db"].check_output("runuser -u postgres -- psql -tAc 'SELECT address FROM pg_hba_file_rules'")
+    assert addresses["web1"] in hba and addresses["web2"] in hba and addresses["lb"] not in hba
+
+
+def test_web_hosts_take_app_traffic_from_the_lb_only(hosts, addresses):
+    assert can_connect(hosts["lb"], addresses["web1"], 8000)
+    assert not can_connect(hosts["db"], addresses["web1"], 8000)
+    assert not can_connect(hosts["redis"], addresses["web2"], 8000)
+
+
+def test_rolling_deploy_with_a_migration_under_load(hosts, addresses, app_repo):
+    rc, out = deploy(app_repo, "v1")
+    assert rc == 0, out[-3000:]
+    RELEASES["v1"] = served(hosts["web1"])
+    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
+        time.sleep(2)
+        rc, out = deploy(app_repo, "v2")
+        time.sleep(2)
+    print(f"\nrolling deploy of v2 (a migration) through the load balancer: {load.summary()}")
+    assert rc == 0, out[-3000:]
+    assert load.ok > 100 and load.failed == 0, load.summary()
+    RELEASES["v2"] = served(hosts["web1"])
+    assert served(hosts["web2"]) == RELEASES["v2"] != RELEASES["v1"]
+    # one host at a time, and the migration (with its dump) once, before the first switch
+    assert out.count("PLAY [Switch the web hosts in batches]") == 2
+    dumps = [w for w in ("web1", "web2")
+             if hosts[w].file(f"/srv/notesapp/shared/backups/pre-migrate-{RELEASES['v2']}.dump").exists]
+    assert len(dumps) == 1, dumps
+    assert out.index("Run the migration under the lock") < out.index("Take the host out of the load balancer")
+    # the load balancer's upstream is whole again
+    assert " down" not in hosts["lb"].file("/etc/nginx/sites-available/notesapp.conf").content_string
+
+
+def test_a_web_host_powered_off_mid_load(hosts, addresses):
+    web1 = testhelpers.testhost_name(addresses["web1"])
+    with testhelpers.Load(addresses["lb"], DOMAIN, path="/version") as load:
+        time.sleep(2)
+        subprocess.run(["python3", str(testhelpers.TESTHOST), "stop", web1], check=True, timeout=120)
+        time.sleep(8)
+        only_web2 = {through_lb(addresses["lb"])[1]["host"].rsplit("-", 1)[-1] for _ in range(10)}
+    print(f"\nweb1 powered off under load: {load.summary()}")
+    assert only_web2 == {"web2"}
+    assert load.ok > 50 and load.failed == 0, load.summary()
+    subprocess.run(["python3", str(testhelpers.TESTHOST), "start", web1], check=True, timeout=120)
+    # back by itself: the units are enabled, and nginx tries it again after fail_timeout
+    deadline = time.monotonic() + 60
+    seen = set()
+    while time.monotonic() < deadline and seen != {"web1", "web2"}:
+        status, body = through_lb(addresses["lb"])
+        if status == 200:
+            seen.add(body["host"].rsplit("-", 1)[-1])
+        time.sleep(0.5)
+    assert seen == {"web1", "web2"}
+
+
+def test_failed_gate_in_the_first_batch_leaves_the_second_host_alone(hosts, addresses, app_repo):
+    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
+        time.sleep(2)
+        rc, out = deploy(app_repo, "sick")
+        time.sleep(2)
+    print(f"\nfailed gate on web1 under load: {load.summary()}")
+    assert rc != 0
+    assert "web1: The health gate failed for release" in out, out[-3000:]
+    assert "Never switched: web2" in out, out[-3000:]
+    assert load.failed == 0, load.summary()
+    for web in ("web1", "web2"):
+        assert served(hosts[web]) == RELEASES["v2"] == current(hosts[web])
+    sick = [r for r in hosts["web2"].check_output("ls /srv/notesapp/releases").split()
+            if r.endswith(HISTORY["sick"][:8])]
+    assert len(sick) == 1  # unpacked on web2 too, never switched to
+    assert " down" not in hosts["lb"].file("/etc/nginx/sites-available/notesapp.conf").content_string
+
+
+def test_failed_gate_in_the_second_batch_switches_the_first_back(hosts, addresses, app_repo):
+    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
+        time.sleep(2)
+        rc, out = deploy(app_repo, "sick-on-web2")
+        time.sleep(2)
+    print(f"\nfailed gate on web2 after web1 switched, under load: {load.summary()}")
+    assert rc != 0
+    assert "web2: The health gate failed for release" in out, out[-3000:]
+    assert "Switched back: web1" in out, out[-3000:]
+    assert load.failed == 0, load.summary()
+    for web in ("web1", "web2"):
+        assert served(hosts[web]) == RELEASES["v2"] == current(hosts[web])
+    release = [r for r in hosts["web1"].check_output("ls /srv/notesapp/releases").split()
+               if r.endswith(HISTORY["sick-on-web2"][:8])][0]
+    assert hosts["web1"].file(f"/srv/notesapp/releases/{release}/.FAILED").exists
+    log = [json.loads(line) for line in hosts["web1"].file("/var/log/notesapp/deploy.log").content_string.splitlines()]
+    assert [entry["action"] for entry in log[-2:]] == ["deploy", "deploy-reverted"]
+
+
+def test_rollback_across_all_web_hosts_under_load(hosts, addresses, app_repo):
+    rc, out = deploy(app_repo, "v2b")
+    assert rc == 0, out[-3000:]
+    RELEASES["v2b"] = served(hosts["web1"])
+    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
+        time.sleep(2)
+        rc, out = testhelpers.run_playbook("playbooks/rollback.yml")
+        time.sleep(2)
+    print(f"\nrolling rollback of v2b through the load balancer: {load.summary()}")
+    assert rc == 0, out[-3000:]
+    assert load.ok > 50 and load.failed == 0, load.summary()
+    assert out.count("PLAY [Switch the web hosts in batches]") == 2
+    for web in ("web1", "web2"):
+        assert served(hosts[web]) == RELEASES["v2"] == current(hosts[web])
+
+
+def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_repo):
+    """serial 100%: no host leaves the load balancer (none would be left to serve); the restarts queue
+    on the held sockets instead."""
+    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
+        time.sleep(2)
+        rc, out = deploy(app_repo, "v2b", app_deploy_force=True, app_deploy_serial="100%")
+        time.sleep(2)
+    print(f"\none batch of both web hosts under load: {load.summary()}")
+    assert rc == 0, out[-3000:]
+    assert load.failed == 0, load.summary()
+    assert out.count("PLAY [Switch the web hosts in batches]") == 1
+    assert served(hosts["web1"]) == served(hosts["web2"]) != RELEASES["v2"]
