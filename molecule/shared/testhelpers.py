@@ -67,12 +67,23 @@ def all_hosts() -> list:
     return testinfra.get_hosts(["ansible://all"], ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
+MARKER = "/run/flask-deploy-before-refusal"
+WATCHED = "/etc /srv /usr/local /opt"  # where the roles write: settings, the app, helpers
+
+
 def assert_refused_before_any_change(extra: dict, message: str, hosts: int = 3) -> None:
-    """Converge with one bad variable: the run must fail, say `message`, and change nothing on any host."""
+    """Converge with one bad variable: the run must fail, say `message`, report no change on any host,
+    and leave no file written under WATCHED on any host (compared with a marker made just before)."""
+    targets = all_hosts()
+    for target in targets:
+        target.check_output(f"touch {MARKER}")
     rc, output, recaps = converge_with(extra)
     assert rc != 0
     assert message in output, output[-3000:]
     assert len(recaps) == hosts and not any(recaps.values()), output[-3000:]
+    for target in targets:
+        written = target.check_output(f"find {WATCHED} -newer {MARKER} -print 2>/dev/null | head -20")
+        assert written == "", f"{target.backend.get_hostname()}: written despite the refusal:\n{written}"
 
 
 def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None = None,

@@ -8,6 +8,7 @@ run each once per host); they reach the hosts they need through HOSTS."""
 import collections
 import http.client
 import json
+import re
 import ssl
 import subprocess
 import sys
@@ -232,3 +233,17 @@ def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_re
     assert load.failed == 0, load.summary()
     assert out.count("PLAY [Switch the web hosts in batches]") == 1
     assert served(hosts["web1"]) == served(hosts["web2"]) != RELEASES["v2"]
+
+
+def test_preflight_refuses_a_split_topology_without_private_addresses(hosts, tmp_path):
+    import yaml
+
+    inventory = yaml.safe_load(Path(testhelpers.os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
+    inventory["all"]["hosts"]["web2"]["private_address"] = "web2.internal"
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    rc, out = testhelpers.run_playbook("molecule/cluster/converge.yml", inventory=str(path))
+    assert rc != 0
+    assert "web2 has no private IPv4 address ('web2.internal'): set private_address" in out, out[-3000:]
+    recaps = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", out, re.MULTILINE)
+    assert len(recaps) == 5 and all(changed == "0" for _, changed in recaps), out[-3000:]

@@ -245,6 +245,9 @@ def test_logrotate_covers_every_log_the_stack_writes(host):
     ({"app_domains": ["https://notes.example.com/"]}, "is not a DNS name"),
     ({"app_acme_email": "ops"}, "app_acme_email 'ops' is not an e-mail address"),
     ({"vault_redis_app_password": "test-Redis-admin-password-0123456789"}, "are the same"),
+    ({"app_port": 5432}, "app_port=5432 clashes with PostgreSQL's port"),
+    ({"app_port": "80a"}, "app_port=80a is not a port number from 1024 to 65535"),
+    ({"preflight_supported_os": ["Debian 12"]}, "runs Ubuntu 24.04, which this project does not support"),
 ])
 def test_preflight_refuses_bad_settings_before_any_change(host, extra, message):
     testhelpers.assert_refused_before_any_change(extra, message, hosts=1)
