@@ -1,5 +1,5 @@
 # Entry points. See README.md.
-.PHONY: setup demo demo-down test lint docs lock app-lock hosts-down
+.PHONY: setup demo demo-down bench test lint docs lock app-lock hosts-down
 
 demo:             ## the main job: a local test host, Pebble, site.yml, the app answering over HTTPS
 	scripts/demo up
@@ -9,6 +9,9 @@ demo-down:        ## take the demo host down
 
 setup:            ## host packages and the .venv with the pinned tools
 	scripts/setup
+
+bench:            ## benchmarks side by side (bench/run.py, about 20 min): bench/results/latest.{json,md,png}
+	scripts/setup >/dev/null && . .venv/bin/activate && python bench/run.py
 
 test:             ## everything CI runs: set-up, lint, app tests, every Molecule scenario on test hosts
 	scripts/test

@@ -116,6 +116,8 @@ class Load:
 
         self.address, self.host_header, self.path = address, host_header, path
         self.ok, self.failed, self.retried, self.latencies, self.errors = 0, 0, 0, [], []
+        self.samples = []  # (seconds since the load began, latency, answered) per request
+        self.began = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -152,6 +154,7 @@ class Load:
             with self._lock:
                 self.retried += retried
                 self.latencies.append(time.monotonic() - start)
+                self.samples.append((start - self.began, time.monotonic() - start, good))
                 if good:
                     self.ok += 1
                 else:
@@ -160,6 +163,9 @@ class Load:
             time.sleep(0.02)
 
     def __enter__(self):
+        import time
+
+        self.began = time.monotonic()
         for t in self._threads:
             t.start()
         return self
@@ -169,9 +175,13 @@ class Load:
         for t in self._threads:
             t.join(timeout=60)
 
+    def p99(self) -> float:
+        lat = sorted(self.latencies) or [0.0]
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
     def summary(self) -> str:
         lat = sorted(self.latencies) or [0.0]
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        p99 = self.p99()
         return (f"{self.ok + self.failed} requests, {self.failed} failed, p99 {p99 * 1000:.0f} ms, "
                 f"max {lat[-1] * 1000:.0f} ms"
                 + (f", {self.retried} sent again on a new connection" if self.retried else "")

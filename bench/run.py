@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""bench/run.py: the figures users choose a deployment stack by, measured side by side in one run.
+
+    make bench            # = .venv/bin/python bench/run.py  (about 20 minutes on 2 cores)
+
+Boots a fresh local test host "bench" (Ubuntu 24.04, scripts/testhost) with Pebble as the ACME server,
+then measures and prints:
+
+  P1  site.yml second run ÷ first run (and the second run's `changed` count)
+  P2  the same no-change run with a naive ansible.cfg (no pipelining, no ControlPersist) ÷ ours
+  P3  requests/s: nginx -> Gunicorn ÷ Gunicorn direct; a static file via nginx ÷ via Flask;
+      our Gunicorn settings ÷ `gunicorn wsgi:app` defaults, on an endpoint that waits on the database
+  P4  code-only deploy ÷ first converge; rollback wall time
+  P5  failed requests and p99 latency during a deploy and a rollback under steady load, ÷ p99 at rest
+  P6  pg_restore -j2 of a custom-format dump ÷ psql of a plain SQL dump, on a seeded database
+      (about 300 MB); dump size ratio
+  and security figures: sslyze's Mozilla-intermediate verdict, `systemd-analyze security` of the app's
+      unit, Lynis' hardening index (the first two are also asserted in the certbot and gunicorn scenarios)
+
+Writes bench/results/latest.json, latest.md (the table the README shows) and latest.png (latency over
+a deploy and a rollback). Ratios, not assertions: nothing here fails because a figure is slow.
+The host is taken down at the end (--keep leaves it up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "molecule/shared"))
+import testhelpers  # noqa: E402
+
+NAME = "bench"
+DOMAIN = f"{NAME}.test"
+RESULTS = REPO / "bench/results"
+WORK = REPO / ".cache/bench"
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def sh(argv: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=True, text=True, capture_output=True, **kw)
+
+
+class Host:
+    """The bench host: SSH commands and ansible-playbook runs against the generated inventory."""
+
+    def __init__(self, info: dict, inventory: Path):
+        self.info, self.inventory = info, inventory
+        self.address = info["address"]
+
+    def run(self, command: str, timeout: int = 900) -> str:
+        res = testhelpers.ssh({"ansible_host": self.address, "ansible_private_key_file": self.info["identity_file"]},
+                              command, timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"on {NAME}: {command}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+        return res.stdout.strip()
+
+    def playbook(self, playbook: str, extra: dict | None = None, env: dict | None = None) -> tuple[float, str]:
+        """Run a playbook; return its wall time and output (raises on failure)."""
+        argv = ["ansible-playbook", "-i", str(self.inventory), str(REPO / playbook)]
+        if extra:
+            argv += ["-e", json.dumps(extra)]
+        start = time.monotonic()
+        res = subprocess.run(argv, text=True, capture_output=True, env={**os.environ, **(env or {})}, cwd=REPO)
+        took = time.monotonic() - start
+        if res.returncode != 0:
+            raise RuntimeError(f"{playbook} failed:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}")
+        return took, res.stdout
+
+
+def changed_count(output: str) -> int:
+    return sum(int(c) for c in re.findall(r"^\S+\s+: ok=\d+\s+changed=(\d+)", output, re.MULTILINE))
+
+
+def boot(keep_inventory: Path) -> Host:
+    log("booting a fresh test host and Pebble")
+    sh(["python3", str(REPO / "scripts/testhost"), "image", "ubuntu2404"])
+    info = json.loads(sh(["python3", str(REPO / "scripts/testhost"), "up", "--replace", f"{NAME}=ubuntu2404"]).stdout)
+    keep_inventory.mkdir(parents=True, exist_ok=True)
+    (keep_inventory / "group_vars/all").mkdir(parents=True, exist_ok=True)
+    (keep_inventory / "hosts.yml").write_text(json.dumps({
+        "all": {"hosts": {NAME: {
+            "ansible_host": info["address"], "ansible_user": "root",
+            "ansible_ssh_private_key_file": info["identity_file"],
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}},
+            "children": {g: {"hosts": {NAME: None}} for g in ("db", "redis", "web", "lb")}}}))
+    settings = {
+        "app_domains": [DOMAIN], "app_acme_email": "ops@flask-deploy.test",
+        "app_acme_server": "https://10.77.0.1:14000/dir",
+        "app_acme_ca_bundle": "/usr/local/share/ca-certificates/pebble-api.crt",
+        "common_ntp_servers": ["10.77.0.1"],
+        **{k: secrets.token_urlsafe(32) for k in ("vault_app_secret_key", "vault_postgresql_app_password",
+                                                   "vault_redis_password", "vault_redis_app_password")}}
+    (keep_inventory / "group_vars/all/main.yml").write_text(json.dumps(settings))
+    host = Host(info, keep_inventory)
+    host.playbook("molecule/shared/prepare.yml")
+    host.playbook("molecule/shared/pebble.yml")
+    return host
+
+
+def wrk(host: Host, url: str, header: str = "", seconds: int = 10, connections: int = 16) -> float:
+    """Requests per second wrk measures on the host itself (loopback), two threads."""
+    out = host.run(f"wrk -t2 -c{connections} -d{seconds}s --latency {header} {url}", timeout=seconds + 60)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not match or non2xx:
+        raise RuntimeError(f"wrk {url}: {out}")
+    return float(match.group(1))
+
+
+def p3(host: Host) -> dict:
+    log("P3: requests per second, side by side (wrk on the host)")
+    host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null")
+    release = "/srv/notesapp/current"
+    common = (f"--property User=notesapp --property WorkingDirectory={release} "
+              f"--property EnvironmentFile=/etc/notesapp/env --property EnvironmentFile={release}/.release.env "
+              f"--property RuntimeDirectory=bench-gunicorn --setenv PROMETHEUS_MULTIPROC_DIR=/run/bench-gunicorn")
+    # the same code, our settings (gunicorn.conf.py, as the service runs it) on TCP, and the defaults
+    host.run(f"systemd-run --unit bench-ours {common} {release}/venv/bin/gunicorn -c gunicorn.conf.py "
+             f"--bind 127.0.0.1:8001 wsgi:app")
+    host.run(f"systemd-run --unit bench-defaults {common.replace('bench-gunicorn', 'bench-gunicorn2')} "
+             f"{release}/venv/bin/gunicorn --bind 127.0.0.1:8002 wsgi:app")
+    host.run("for i in $(seq 50); do curl -sf http://127.0.0.1:8001/health >/dev/null && "
+             "curl -sf http://127.0.0.1:8002/health >/dev/null && exit 0; sleep 0.2; done; exit 1")
+    tls = f"-H 'Host: {DOMAIN}'"
+    static = "/static/notes.css"
+    try:
+        r = {
+            "nginx_to_gunicorn_rps": wrk(host, "https://127.0.0.1/health", tls),
+            "gunicorn_direct_rps": wrk(host, "http://127.0.0.1:8001/health"),
+            "static_nginx_rps": wrk(host, f"https://127.0.0.1{static}", tls),
+            "static_flask_rps": wrk(host, f"http://127.0.0.1:8001{static}"),
+            "db_ours_rps": wrk(host, "http://127.0.0.1:8001/health/ready"),
+            "db_defaults_rps": wrk(host, "http://127.0.0.1:8002/health/ready"),
+        }
+    finally:
+        host.run("systemctl stop bench-ours bench-defaults || true")
+    r["nginx_over_direct"] = r["nginx_to_gunicorn_rps"] / r["gunicorn_direct_rps"]
+    r["static_nginx_over_flask"] = r["static_nginx_rps"] / r["static_flask_rps"]
+    r["ours_over_defaults_db"] = r["db_ours_rps"] / r["db_defaults_rps"]
+    return r
+
+
+def p6(host: Host) -> dict:
+    log("P6: seeding a database of about 300 MB, then custom-format -j2 vs plain SQL restores")
+    psql = "runuser -u postgres -- psql -q -X -v ON_ERROR_STOP=1"
+    host.run(f"{psql} -c 'DROP DATABASE IF EXISTS bench_seed' -c 'CREATE DATABASE bench_seed'")
+    host.run(f"{psql} -d bench_seed -c \"CREATE TABLE events AS SELECT g AS id, now() - g * interval '1 second' AS at, "
+             f"md5(g::text) || repeat('x', 120) AS payload FROM generate_series(1, 1600000) g\" "
+             f"-c 'CREATE TABLE users AS SELECT g AS id, md5(g::text) AS name FROM generate_series(1, 400000) g' "
+             f"-c 'ALTER TABLE events ADD PRIMARY KEY (id)' -c 'ALTER TABLE users ADD PRIMARY KEY (id)' "
+             f"-c 'CREATE INDEX ON events (at)'", timeout=1800)
+    size = int(host.run(f"{psql} -tAc \"SELECT pg_database_size('bench_seed')\""))
+    d = "/var/tmp/bench-dumps"
+    host.run(f"rm -rf {d} && install -d -o postgres {d}")
+    host.run(f"runuser -u postgres -- pg_dump -Fc -f {d}/seed.dump bench_seed", timeout=1800)
+    host.run(f"runuser -u postgres -- pg_dump -Fp -f {d}/seed.sql bench_seed", timeout=1800)
+    custom = int(host.run(f"stat -c %s {d}/seed.dump"))
+    plain = int(host.run(f"stat -c %s {d}/seed.sql"))
+
+    def timed(command: str) -> float:
+        out = host.run(f"{psql} -c 'DROP DATABASE IF EXISTS bench_restore' -c 'CREATE DATABASE bench_restore' && "
+                       f"start=$EPOCHREALTIME; {command}; end=$EPOCHREALTIME; python3 -c \"print($end - $start)\"",
+                       timeout=3600)
+        return float(out.splitlines()[-1])
+
+    parallel = timed(f"runuser -u postgres -- pg_restore -j2 -d bench_restore {d}/seed.dump")
+    serial_sql = timed(f"{psql} -d bench_restore -f {d}/seed.sql >/dev/null")
+    host.run(f"{psql} -c 'DROP DATABASE IF EXISTS bench_restore' -c 'DROP DATABASE bench_seed' && rm -rf {d}")
+    return {"database_bytes": size, "custom_dump_bytes": custom, "plain_dump_bytes": plain,
+            "restore_custom_j2_s": parallel, "restore_plain_sql_s": serial_sql,
+            "custom_j2_over_plain": parallel / serial_sql, "custom_over_plain_size": custom / plain}
+
+
+def security(host: Host) -> dict:
+    """sslyze against Mozilla's intermediate profile (from the controller, certificate checked against
+    Pebble's root), systemd-analyze's exposure of the app's unit, and Lynis' hardening index."""
+    log("security: sslyze, systemd-analyze security, Lynis")
+    import ssl
+    import urllib.request
+
+    env = json.loads(sh(["python3", str(REPO / "scripts/testhost"), "pebble", "env"]).stdout)
+    context = ssl.create_default_context(cafile=env["ca_bundle"])
+    root = WORK / "pebble-root.pem"
+    with urllib.request.urlopen(f"{env['management']}/roots/0", context=context, timeout=10) as answer:
+        root.write_bytes(answer.read())
+    res = subprocess.run([str(REPO / ".venv/bin/sslyze"), "--mozilla_config=intermediate", "--certinfo",
+                          f"--certinfo_ca_file={root}", f"{DOMAIN}:443{{{host.address}}}"],
+                         capture_output=True, text=True, timeout=300)
+    compliant = f"{DOMAIN}:443: OK - Compliant." in res.stdout
+    exposure = re.search(r"Overall exposure level for notesapp.service: ([0-9.]+) (\S+)",
+                         host.run("systemd-analyze security --no-pager notesapp.service"))
+    host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q lynis >/dev/null")
+    lynis = host.run("lynis audit system --quick --no-colors --no-log 2>/dev/null | "
+                     "sed -n 's/.*Hardening index : \\([0-9]*\\).*/\\1/p'", timeout=900)
+    return {"sslyze_mozilla_intermediate": "compliant" if compliant else res.stdout.strip().splitlines()[-1:],
+            "systemd_exposure": float(exposure.group(1)), "systemd_exposure_label": exposure.group(2),
+            "lynis_hardening_index": int(lynis) if lynis.isdigit() else None}
+
+
+def plot(loads: dict, marks: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(loads), 1, figsize=(9, 3 * len(loads)), sharey=True)
+    for ax, (title, load) in zip(axes, loads.items()):
+        ok = [(t, lat * 1000) for t, lat, good in load.samples if good]
+        bad = [(t, lat * 1000) for t, lat, good in load.samples if not good]
+        ax.scatter([t for t, _ in ok], [v for _, v in ok], s=2, label="answered")
+        if bad:
+            ax.scatter([t for t, _ in bad], [v for _, v in bad], s=12, c="red", label="failed")
+        for label, (start, end) in marks[title].items():
+            ax.axvspan(start, end, alpha=0.15, color="orange")
+            ax.text(start, 1, label, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_title(f"{title}: {load.summary().split(';')[0]}", fontsize=9)
+        ax.set_ylabel("latency (ms)")
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keep", action="store_true", help="leave the bench host running")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/run.py runs as root (test hosts are systemd-nspawn containers)", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    results: dict = {"machine": {"cpus": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf(
+        "SC_PHYS_PAGES") / 2**30), "os": platform.freedesktop_os_release().get("PRETTY_NAME", ""),
+        "date": time.strftime("%Y-%m-%d"), "test_host": "Ubuntu 24.04 (systemd-nspawn)"}}
+    host = boot(WORK / "inventory")
+    try:
+        log("P1: site.yml on the bare host, then again")
+        first, out1 = host.playbook("site.yml")
+        second, out2 = host.playbook("site.yml")
+        results["P1"] = {"first_s": first, "second_s": second, "second_over_first": second / first,
+                         "first_changed": changed_count(out1), "second_changed": changed_count(out2)}
+
+        log("P2: the no-change run with a naive ansible.cfg")
+        naive, out3 = host.playbook("site.yml", env={"ANSIBLE_PIPELINING": "False",
+                                                     "ANSIBLE_SSH_ARGS": "-o ControlMaster=no"})
+        results["P2"] = {"naive_s": naive, "ours_s": second, "naive_over_ours": naive / second,
+                         "naive_changed": changed_count(out3)}
+
+        log("P4/P5: deploys and a rollback of the reference app's history, under steady load")
+        repo = Path(tempfile.mkdtemp(prefix="app-history-", dir=WORK))
+        tags = testhelpers.make_app_history(repo)
+        deploy = {"app_git_repo": str(repo), "app_controller_cache_dir": str(WORK / "controller-cache")}
+        host.playbook("playbooks/deploy.yml", {**deploy, "app_git_version": "v2"})
+        with testhelpers.Load(host.address, DOMAIN) as rest:
+            time.sleep(15)
+        loads, marks = {}, {}
+        with testhelpers.Load(host.address, DOMAIN) as during_deploy:
+            time.sleep(3)
+            t0 = time.monotonic() - during_deploy.began
+            code_only, _ = host.playbook("playbooks/deploy.yml", {**deploy, "app_git_version": "v2b"})
+            t1 = time.monotonic() - during_deploy.began
+            time.sleep(3)
+        with testhelpers.Load(host.address, DOMAIN) as during_rollback:
+            time.sleep(3)
+            r0 = time.monotonic() - during_rollback.began
+            rollback, _ = host.playbook("playbooks/rollback.yml")
+            r1 = time.monotonic() - during_rollback.began
+            time.sleep(3)
+        loads = {"code-only deploy": during_deploy, "rollback": during_rollback}
+        marks = {"code-only deploy": {"deploy.yml": (t0, t1)}, "rollback": {"rollback.yml": (r0, r1)}}
+        results["P4"] = {"code_only_deploy_s": code_only, "first_converge_s": first,
+                         "code_only_over_first_converge": code_only / first, "rollback_s": rollback,
+                         "commit": tags["v2b"]}
+        results["P5"] = {"rest_p99_ms": rest.p99() * 1000, "rest_requests": rest.ok + rest.failed}
+        for key, load in (("deploy", during_deploy), ("rollback", during_rollback)):
+            results["P5"].update({f"{key}_requests": load.ok + load.failed, f"{key}_failed": load.failed,
+                                  f"{key}_retried": load.retried, f"{key}_p99_ms": load.p99() * 1000,
+                                  f"{key}_max_ms": max(load.latencies) * 1000,
+                                  f"{key}_p99_over_rest": load.p99() / rest.p99()})
+        plot(loads, marks, RESULTS / "latest.png")
+
+        results["P3"] = p3(host)
+        results["P6"] = p6(host)
+        results["security"] = security(host)
+    finally:
+        if not args.keep:
+            subprocess.run(["python3", str(REPO / "scripts/testhost"), "down", NAME], capture_output=True)
+    results["took_s"] = time.monotonic() - began
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
+    table = markdown(results)
+    (RESULTS / "latest.md").write_text(table)
+    print(table)
+    return 0
+
+
+def markdown(r: dict) -> str:
+    m, p1, p2, p3, p4, p5, p6 = (r[k] for k in ("machine", "P1", "P2", "P3", "P4", "P5", "P6"))
+    rows = [
+        ("P1", "site.yml second run ÷ first run", f"{p1['second_over_first']:.2f}",
+         f"{p1['second_s']:.0f} s ÷ {p1['first_s']:.0f} s; changed={p1['second_changed']} (first {p1['first_changed']})"),
+        ("P2", "naive ansible.cfg ÷ ours, no-change run", f"{p2['naive_over_ours']:.2f}",
+         f"{p2['naive_s']:.0f} s ÷ {p2['ours_s']:.0f} s (no pipelining, no ControlPersist)"),
+        ("P3", "req/s nginx → Gunicorn ÷ Gunicorn direct", f"{p3['nginx_over_direct']:.2f}",
+         f"{p3['nginx_to_gunicorn_rps']:.0f} (HTTPS) ÷ {p3['gunicorn_direct_rps']:.0f} (HTTP), /health"),
+        ("P3", "static file via nginx ÷ via Flask", f"{p3['static_nginx_over_flask']:.2f}",
+         f"{p3['static_nginx_rps']:.0f} ÷ {p3['static_flask_rps']:.0f} req/s"),
+        ("P3", "our Gunicorn settings ÷ `gunicorn wsgi:app`, DB endpoint", f"{p3['ours_over_defaults_db']:.2f}",
+         f"{p3['db_ours_rps']:.0f} ÷ {p3['db_defaults_rps']:.0f} req/s, /health/ready"),
+        ("P4", "code-only deploy ÷ first converge", f"{p4['code_only_over_first_converge']:.2f}",
+         f"{p4['code_only_deploy_s']:.0f} s ÷ {p4['first_converge_s']:.0f} s; rollback {p4['rollback_s']:.0f} s"),
+        ("P5", "p99 during a deploy ÷ at rest", f"{p5['deploy_p99_over_rest']:.2f}",
+         f"{p5['deploy_p99_ms']:.0f} ms ÷ {p5['rest_p99_ms']:.0f} ms; {p5['deploy_failed']} of "
+         f"{p5['deploy_requests']} failed; max {p5['deploy_max_ms']:.0f} ms"),
+        ("P5", "p99 during a rollback ÷ at rest", f"{p5['rollback_p99_over_rest']:.2f}",
+         f"{p5['rollback_p99_ms']:.0f} ms ÷ {p5['rest_p99_ms']:.0f} ms; {p5['rollback_failed']} of "
+         f"{p5['rollback_requests']} failed; max {p5['rollback_max_ms']:.0f} ms"),
+        ("P6", "pg_restore -j2 (custom) ÷ psql (plain SQL)", f"{p6['custom_j2_over_plain']:.2f}",
+         f"{p6['restore_custom_j2_s']:.0f} s ÷ {p6['restore_plain_sql_s']:.0f} s, "
+         f"{p6['database_bytes'] / 2**20:.0f} MB database"),
+        ("P6", "custom dump size ÷ plain SQL dump size", f"{p6['custom_over_plain_size']:.2f}",
+         f"{p6['custom_dump_bytes'] / 2**20:.0f} MB ÷ {p6['plain_dump_bytes'] / 2**20:.0f} MB"),
+    ]
+    lines = [f"Measured {m['date']} on {m['cpus']} cores, {m['memory_gib']} GiB, {m['os']}; test host "
+             f"{m['test_host']}; the whole run took {r['took_s'] / 60:.0f} min.", "",
+             "| | figure | ratio | measured |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    sec = r["security"]
+    lines += ["", f"Security: sslyze (Mozilla intermediate) {sec['sslyze_mozilla_intermediate']}; "
+              f"`systemd-analyze security notesapp.service` exposure {sec['systemd_exposure']} "
+              f"({sec['systemd_exposure_label']}); Lynis hardening index {sec['lynis_hardening_index']}."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
