@@ -103,6 +103,8 @@ def boot(keep_inventory: Path) -> Host:
         "app_acme_server": "https://10.77.0.1:14000/dir",
         "app_acme_ca_bundle": "/usr/local/share/ca-certificates/pebble-api.crt",
         "common_ntp_servers": ["10.77.0.1"],
+        # P2's naive ansible.cfg opens one SSH connection per task, which ufw's SSH limit would refuse
+        "common_firewall_ssh_limit": False,
         **{k: secrets.token_urlsafe(32) for k in ("vault_app_secret_key", "vault_postgresql_app_password",
                                                    "vault_redis_password", "vault_redis_app_password")}}
     (keep_inventory / "group_vars/all/main.yml").write_text(json.dumps(settings))
