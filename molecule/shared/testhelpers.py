@@ -256,3 +256,16 @@ def make_app_history(repo: Path) -> dict[str, str]:
         commit(tag)
     git(repo, "checkout", "-q", "v2b")
     return history
+
+
+def under_load(address: str, host_header: str, label: str, action, settle: float = 2):
+    """Run `action()` while a Load runs against address (with `settle` seconds of load before and after),
+    print the load's summary under `label`, and return (what action returned, the Load)."""
+    import time
+
+    with Load(address, host_header) as load:
+        time.sleep(settle)
+        result = action()
+        time.sleep(settle)
+    print(f"\n{label}: {load.summary()}")
+    return result, load

@@ -60,6 +60,11 @@ def through_lb(address, path="/version"):
         conn.close()
 
 
+def through_lb_under_load(addresses, label, action):
+    """(action's result, the Load) for action run under steady load through the load balancer."""
+    return testhelpers.under_load(addresses["lb"], DOMAIN, label, action)
+
+
 def served(web):
     """The release a web host's own Gunicorn serves (asked on the host, at its private address)."""
     address = web.ansible.get_variables()["ansible_host"]
@@ -127,11 +132,8 @@ def test_rolling_deploy_with_a_migration_under_load(hosts, addresses, app_repo):
     rc, out = deploy(app_repo, "v1")
     assert rc == 0, out[-3000:]
     RELEASES["v1"] = served(hosts["web1"])
-    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
-        time.sleep(2)
-        rc, out = deploy(app_repo, "v2")
-        time.sleep(2)
-    print(f"\nrolling deploy of v2 (a migration) through the load balancer: {load.summary()}")
+    (rc, out), load = through_lb_under_load(addresses, "rolling deploy of v2 (a migration) through the load balancer",
+                                            lambda: deploy(app_repo, "v2"))
     assert rc == 0, out[-3000:]
     assert load.ok > 100 and load.failed == 0, load.summary()
     RELEASES["v2"] = served(hosts["web1"])
@@ -169,11 +171,8 @@ def test_a_web_host_powered_off_mid_load(hosts, addresses):
 
 
 def test_failed_gate_in_the_first_batch_leaves_the_second_host_alone(hosts, addresses, app_repo):
-    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
-        time.sleep(2)
-        rc, out = deploy(app_repo, "sick")
-        time.sleep(2)
-    print(f"\nfailed gate on web1 under load: {load.summary()}")
+    (rc, out), load = through_lb_under_load(addresses, "failed gate on web1 under load",
+                                            lambda: deploy(app_repo, "sick"))
     assert rc != 0
     assert "web1: The health gate failed for release" in out, out[-3000:]
     assert "Never switched: web2" in out, out[-3000:]
@@ -187,11 +186,8 @@ def test_failed_gate_in_the_first_batch_leaves_the_second_host_alone(hosts, addr
 
 
 def test_failed_gate_in_the_second_batch_switches_the_first_back(hosts, addresses, app_repo):
-    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
-        time.sleep(2)
-        rc, out = deploy(app_repo, "sick-on-web2")
-        time.sleep(2)
-    print(f"\nfailed gate on web2 after web1 switched, under load: {load.summary()}")
+    (rc, out), load = through_lb_under_load(addresses, "failed gate on web2 after web1 switched, under load",
+                                            lambda: deploy(app_repo, "sick-on-web2"))
     assert rc != 0
     assert "web2: The health gate failed for release" in out, out[-3000:]
     assert "Switched back: web1" in out, out[-3000:]
@@ -209,11 +205,8 @@ def test_rollback_across_all_web_hosts_under_load(hosts, addresses, app_repo):
     rc, out = deploy(app_repo, "v2b")
     assert rc == 0, out[-3000:]
     RELEASES["v2b"] = served(hosts["web1"])
-    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
-        time.sleep(2)
-        rc, out = testhelpers.run_playbook("playbooks/rollback.yml")
-        time.sleep(2)
-    print(f"\nrolling rollback of v2b through the load balancer: {load.summary()}")
+    (rc, out), load = through_lb_under_load(addresses, "rolling rollback of v2b through the load balancer",
+                                            lambda: testhelpers.run_playbook("playbooks/rollback.yml"))
     assert rc == 0, out[-3000:]
     assert load.ok > 50 and load.failed == 0, load.summary()
     assert out.count("PLAY [Switch the web hosts in batches]") == 2
@@ -224,11 +217,9 @@ def test_rollback_across_all_web_hosts_under_load(hosts, addresses, app_repo):
 def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_repo):
     """serial 100%: no host leaves the load balancer (none would be left to serve); the restarts queue
     on the held sockets instead."""
-    with testhelpers.Load(addresses["lb"], DOMAIN) as load:
-        time.sleep(2)
-        rc, out = deploy(app_repo, "v2b", app_deploy_force=True, app_deploy_serial="100%")
-        time.sleep(2)
-    print(f"\none batch of both web hosts under load: {load.summary()}")
+    (rc, out), load = through_lb_under_load(addresses, "one batch of both web hosts under load",
+                                            lambda: deploy(app_repo, "v2b", app_deploy_force=True,
+                                                           app_deploy_serial="100%"))
     assert rc == 0, out[-3000:]
     assert load.failed == 0, load.summary()
     assert out.count("PLAY [Switch the web hosts in batches]") == 1
