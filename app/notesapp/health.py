@@ -22,9 +22,20 @@ def live():
     return jsonify(status="ok")
 
 
+def _code_heads() -> set[str]:
+    """The migration heads of the code this process runs. They change only with a new release (a new
+    process), so they are read from the migration scripts once, not on every readiness check: parsing
+    the scripts cost more than the checks themselves."""
+    heads = current_app.extensions.get("notesapp_migration_heads")
+    if heads is None:
+        config = current_app.extensions["migrate"].migrate.get_config()
+        heads = current_app.extensions["notesapp_migration_heads"] = frozenset(
+            ScriptDirectory.from_config(config).get_heads())
+    return set(heads)
+
+
 def _migrations_at_head() -> tuple[bool, str]:
-    config = current_app.extensions["migrate"].migrate.get_config()
-    heads = set(ScriptDirectory.from_config(config).get_heads())
+    heads = _code_heads()
     with db.engine.connect() as conn:
         current = set(MigrationContext.configure(conn).get_current_heads())
     return current == heads, f"database at {','.join(sorted(current)) or 'none'}, code at {','.join(sorted(heads))}"

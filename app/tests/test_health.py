@@ -24,6 +24,18 @@ def test_not_ready_before_migrations(make_app):
     assert body["checks"]["migrations"] == "database at none, code at 0002"
 
 
+def test_readiness_reads_the_migration_scripts_once(client, monkeypatch):
+    from alembic.script import ScriptDirectory
+
+    assert client.get("/health/ready").status_code == 200
+    calls = []
+    original = ScriptDirectory.from_config
+    monkeypatch.setattr(ScriptDirectory, "from_config", lambda config: calls.append(config) or original(config))
+    for _ in range(3):
+        assert client.get("/health/ready").get_json()["checks"]["migrations"] == "ok"
+    assert calls == []
+
+
 def test_not_ready_without_database(make_app):
     app = make_app(SQLALCHEMY_DATABASE_URI="postgresql://nobody@127.0.0.1:1/none")
     body = app.test_client().get("/health/ready")
