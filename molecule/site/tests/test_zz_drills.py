@@ -19,6 +19,10 @@ import testhelpers  # noqa: E402
 DOMAIN = "allinone.test"
 CURL = f"curl -sS -k --max-time 3 --resolve {DOMAIN}:443:127.0.0.1"
 UNITS = ["postgresql@*-main.service", "redis-server.service", "nginx.service", "notesapp.service"]
+# The drill proves that each service comes back on its own; how fast is printed, and measured by the
+# benchmarks. The bound only has to hold on a slow, shared CI machine: on ours the slowest (the app,
+# while another scenario runs beside this one) is back in about 6 s, on CI's slower cores half as much again.
+BACK_WITHIN = 60
 
 
 def ready(host):
@@ -48,14 +52,14 @@ def test_sigkill_of_the_main_process_is_survived(host, pattern):
     assert pid > 0
     host.check_output(f"kill -KILL {pid}")
     start = time.monotonic()
-    while time.monotonic() - start < 10:
+    while time.monotonic() - start < BACK_WITHIN:
         new = main_pid(host, unit)
         if new not in (0, pid) and host.service(unit).is_running and ready(host):
             break
         time.sleep(0.25)
     elapsed = time.monotonic() - start
     print(f"\n{unit}: SIGKILL of {pid}, back and the app ready through nginx after {elapsed:.1f} s")
-    assert elapsed < 10, f"{unit} not back within 10 s: {host.run(f'systemctl status {unit}').stdout}"
+    assert elapsed < BACK_WITHIN, f"{unit} not back within {BACK_WITHIN} s: {host.run(f'systemctl status {unit}').stdout}"
     assert read_note(host, note_id) == f"written before {unit} was killed"
 
 
