@@ -327,12 +327,9 @@ def markdown(r: dict) -> str:
          f"{p3['db_ours_rps']:.0f} ÷ {p3['db_defaults_rps']:.0f} req/s, /health/ready"),
         ("P4", "code-only deploy ÷ first converge", f"{p4['code_only_over_first_converge']:.2f}",
          f"{p4['code_only_deploy_s']:.0f} s ÷ {p4['first_converge_s']:.0f} s; rollback {p4['rollback_s']:.0f} s"),
-        ("P5", "p99 during a deploy ÷ at rest", f"{p5['deploy_p99_over_rest']:.2f}",
-         f"{p5['deploy_p99_ms']:.0f} ms ÷ {p5['rest_p99_ms']:.0f} ms; {p5['deploy_failed']} of "
-         f"{p5['deploy_requests']} failed; max {p5['deploy_max_ms']:.0f} ms"),
-        ("P5", "p99 during a rollback ÷ at rest", f"{p5['rollback_p99_over_rest']:.2f}",
-         f"{p5['rollback_p99_ms']:.0f} ms ÷ {p5['rest_p99_ms']:.0f} ms; {p5['rollback_failed']} of "
-         f"{p5['rollback_requests']} failed; max {p5['rollback_max_ms']:.0f} ms"),
+        *(("P5", f"p99 during a {run} ÷ at rest", f"{p5[f'{run}_p99_over_rest']:.2f}",
+           f"{p5[f'{run}_p99_ms']:.0f} ms ÷ {p5['rest_p99_ms']:.0f} ms; {p5[f'{run}_failed']} of "
+           f"{p5[f'{run}_requests']} failed; max {p5[f'{run}_max_ms']:.0f} ms") for run in ("deploy", "rollback")),
         ("P6", "pg_restore -j2 (custom) ÷ psql (plain SQL)", f"{p6['custom_j2_over_plain']:.2f}",
          f"{p6['restore_custom_j2_s']:.0f} s ÷ {p6['restore_plain_sql_s']:.0f} s, "
          f"{p6['database_bytes'] / 2**20:.0f} MB database"),
