@@ -50,8 +50,10 @@ def deploy(app_repo, tag, **extra):
 
 
 def through_lb(address, path="/version"):
-    """One request through the load balancer's nginx, as a browser would send it."""
-    conn = http.client.HTTPSConnection(address, 443, timeout=10, context=ssl._create_unverified_context())
+    """One request through the load balancer's nginx, as a browser would send it. It waits as long as nginx
+    waits for a web host (nginx_proxy_read_timeout): a web host that is booting already accepts on its
+    socket, and a request sent there waits for the app to start."""
+    conn = http.client.HTTPSConnection(address, 443, timeout=60, context=ssl._create_unverified_context())
     try:
         conn.request("GET", path, headers={"Host": DOMAIN})
         response = conn.getresponse()
@@ -159,14 +161,16 @@ def test_a_web_host_powered_off_mid_load(hosts, addresses):
     assert only_web2 == {"web2"}
     assert load.ok > 50 and load.failed == 0, load.summary()
     subprocess.run(["python3", str(testhelpers.TESTHOST), "start", web1], check=True, timeout=120)
-    # back by itself: the units are enabled, and nginx tries it again after fail_timeout
-    deadline = time.monotonic() + 60
+    # back by itself: the units are enabled, and nginx tries it again after fail_timeout. The bound only
+    # has to hold on a slow, shared CI machine; the time is printed.
+    start = time.monotonic()
     seen = set()
-    while time.monotonic() < deadline and seen != {"web1", "web2"}:
+    while time.monotonic() - start < 180 and seen != {"web1", "web2"}:
         status, body = through_lb(addresses["lb"])
         if status == 200:
             seen.add(body["host"].rsplit("-", 1)[-1])
         time.sleep(0.5)
+    print(f"web1 started again: served through the load balancer after {time.monotonic() - start:.1f} s")
     assert seen == {"web1", "web2"}
 
 
