@@ -36,13 +36,17 @@ def converge_with(extra: dict, timeout: int = 600) -> tuple[int, str, dict[str, 
 
 
 def testhost_name(address: str) -> str:
-    """The scripts/testhost name of the test host at this address."""
-    listing = subprocess.run(["python3", str(TESTHOST), "list"], capture_output=True, text=True, check=True)
-    for line in listing.stdout.splitlines():
-        name, _os, addr, _state = line.split("\t")
-        if addr == address:
-            return name
-    raise LookupError(f"no test host at {address}:\n{listing.stdout}")
+    """The scripts/testhost name of this scenario's test host at this address, from the instance config
+    that molecule/shared/create.yml wrote (other scenarios create and destroy hosts meanwhile: a listing
+    of every host on the machine is no place to look)."""
+    import yaml
+
+    path = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "instance_config.yml"
+    instances = yaml.safe_load(path.read_text()) or []
+    for instance in instances:
+        if instance["address"] == address:
+            return instance["testhost"]
+    raise LookupError(f"no test host of this scenario at {address} in {path}: {instances}")
 
 
 def reboot(address: str) -> None:

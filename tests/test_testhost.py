@@ -1,0 +1,68 @@
+"""scripts/testhost under concurrency: what one scenario reads must never fail because another scenario
+creates or destroys its own hosts at the same moment (the test command runs two scenarios at once).
+
+Needs root and a cached ubuntu2404 image (the test command builds it before this runs)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+TESTHOST = Path(__file__).resolve().parents[1] / "scripts" / "testhost"
+PREFIX = os.environ.get("TESTHOST_PREFIX", "") + "churn-"
+
+
+def run_testhost(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["python3", str(TESTHOST), *args], capture_output=True, text=True, timeout=180)
+
+
+def test_list_never_fails_while_hosts_come_and_go():
+    """Another process boots and removes hosts, over and over; `list` runs in a loop meanwhile. Every
+    `list` must exit 0 and print only whole lines, whatever it caught half-made or half-removed."""
+    names = [f"{PREFIX}{i}" for i in range(3)]
+    keeper = f"{PREFIX}keeper"  # stays up throughout, so the bridge is not torn down between cycles
+    assert run_testhost("up", "--replace", keeper).returncode == 0
+    churn_errors: list[str] = []
+    done = threading.Event()
+
+    def churn() -> None:
+        try:
+            for _ in range(6):
+                for step in (["up", "--replace", *names], ["down", *names]):
+                    res = run_testhost(*step)
+                    if res.returncode != 0:
+                        churn_errors.append(f"{step[0]}: {res.stderr.strip()[-500:]}")
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    calls, failures, seen = 0, [], set()
+    try:
+        while not done.is_set():
+            res = run_testhost("list")
+            calls += 1
+            if res.returncode != 0:
+                failures.append(res.stderr.strip()[-300:])
+            for line in res.stdout.splitlines():
+                fields = line.split("\t")
+                assert len(fields) == 4, f"a broken line in `list`: {line!r}"
+                seen.add(fields[0])
+            time.sleep(0.01)
+    finally:
+        worker.join()
+        run_testhost("down", keeper, *names)
+    print(f"\n{calls} `list` calls while 6 cycles of 3 hosts came and went: {len(failures)} failed")
+    assert not churn_errors, churn_errors
+    assert set(names) & seen, "the churning hosts were never seen: the test did not overlap with them"
+    assert calls >= 10, f"only {calls} `list` calls: too few to have overlapped with the churn"
+    assert failures == [], f"{len(failures)} of {calls} `list` calls failed, e.g. {failures[:3]}"
+
+
+def test_down_of_a_vanished_host_is_quiet():
+    """`down` of a host that another process already removed succeeds: teardown never fails on it."""
+    res = run_testhost("down", f"{PREFIX}never-was")
+    assert res.returncode == 0, res.stderr
