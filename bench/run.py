@@ -96,7 +96,8 @@ def boot(keep_inventory: Path) -> Host:
         "all": {"hosts": {NAME: {
             "ansible_host": info["address"], "ansible_user": "root",
             "ansible_ssh_private_key_file": info["identity_file"],
-            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}},
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            "ansible_host_key_checking": False}},
             "children": {g: {"hosts": {NAME: None}} for g in ("db", "redis", "web", "lb")}}}))
     settings = {
         "app_domains": [DOMAIN], "app_acme_email": "ops@flask-deploy.test",
