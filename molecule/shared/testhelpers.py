@@ -91,18 +91,31 @@ def assert_refused_before_any_change(extra: dict, message: str, hosts: int = 3) 
 
 
 def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None = None,
-                 settings: str | None = None, timeout: int = 900) -> tuple[int, str]:
+                 settings: str | None = None, timeout: int = 900, options: tuple = ()) -> tuple[int, str]:
     """Run one of the project's playbooks (path relative to the repository) against the scenario's hosts,
-    as a user would: the scenario's settings file stands in for the inventory's group_vars.
+    as a user would: the scenario's settings file stands in for the inventory's group_vars. `options` go
+    to ansible-playbook as they are (--check, --diff).
 
     Returns the exit code and the whole output."""
     settings = settings or f"{os.environ['MOLECULE_SCENARIO_DIRECTORY']}/vars/settings.yml"
-    command = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"], "-e", f"@{settings}"]
+    command = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"], "-e", f"@{settings}",
+               *options]
     if extra:
         command += ["-e", json.dumps(extra)]
     res = subprocess.run(command + [str(REPO / playbook)], capture_output=True, text=True, timeout=timeout,
                          env=_ansible_env())
     return res.returncode, res.stdout + res.stderr
+
+
+def deploy_state(host, app: str = "notesapp", database: bool = True) -> str:
+    """What a deploy could change on a host, to compare before and after a run that must change nothing:
+    the live release, every file under the app's home (path, size, mtime, mode), the deploy log and, on a
+    database host, a dump of the app's database."""
+    command = (f"readlink /srv/{app}/current; find /srv/{app} -printf '%p %s %T@ %m\\n' | sort | sha256sum; "
+               f"sha256sum /var/log/{app}/deploy.log")
+    if database:
+        command += f"; runuser -u postgres -- pg_dump {app} | sha256sum"
+    return host.check_output(command)
 
 
 class Load:

@@ -43,10 +43,10 @@ def app_repo(tmp_path_factory):
     return repo
 
 
-def deploy(app_repo, tag, **extra):
+def deploy(app_repo, tag, options=(), **extra):
     return testhelpers.run_playbook("playbooks/deploy.yml", {
         "app_git_repo": str(app_repo), "app_git_version": tag,
-        "app_controller_cache_dir": str(app_repo.parent / "controller-cache"), **extra})
+        "app_controller_cache_dir": str(app_repo.parent / "controller-cache"), **extra}, options=options)
 
 
 def through_lb(address, path="/version"):
@@ -130,10 +130,29 @@ def test_web_hosts_take_app_traffic_from_the_lb_only(hosts, addresses):
     assert not can_connect(hosts["redis"], addresses["web2"], 8000)
 
 
-def test_rolling_deploy_with_a_migration_under_load(hosts, addresses, app_repo):
+def test_check_mode_deploy_changes_no_host(hosts, addresses, app_repo):
+    """Deploy v1, then --check --diff of a deploy of v2 (a migration): it says what would happen on each
+    web host, and no web host, the database or the load balancer's upstream changed."""
     rc, out = deploy(app_repo, "v1")
     assert rc == 0, out[-3000:]
     RELEASES["v1"] = served(hosts["web1"])
+
+    def state():
+        return ([testhelpers.deploy_state(hosts[w], database=False) for w in ("web1", "web2")]
+                + [hosts["db"].check_output("runuser -u postgres -- pg_dump notesapp | sha256sum"),
+                   hosts["lb"].check_output("sha256sum /etc/nginx/sites-available/notesapp.conf")])
+
+    before = state()
+    rc, out = deploy(app_repo, "v2", options=("--check", "--diff"))
+    assert rc == 0, out[-3000:]
+    assert re.search(r"would make release \S+ on web1, web2\.", out), out[-3000:]
+    assert "the database is at 0002, the new code at 0003: it would be dumped" in out
+    assert f"web1: from {RELEASES['v1']}, reusing its virtualenv" in out
+    assert f"web2: from {RELEASES['v1']}, reusing its virtualenv" in out
+    assert state() == before
+
+
+def test_rolling_deploy_with_a_migration_under_load(hosts, addresses, app_repo):
     (rc, out), load = through_lb_under_load(addresses, "rolling deploy of v2 (a migration) through the load balancer",
                                             lambda: deploy(app_repo, "v2"))
     assert rc == 0, out[-3000:]

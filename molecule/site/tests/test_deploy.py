@@ -37,10 +37,10 @@ def address(host):
     return host.ansible.get_variables()["ansible_host"]
 
 
-def deploy(app_repo, tag, **extra):
+def deploy(app_repo, tag, options=(), **extra):
     return testhelpers.run_playbook("playbooks/deploy.yml", {
         "app_git_repo": str(app_repo), "app_git_version": tag,
-        "app_controller_cache_dir": str(app_repo.parent / "controller-cache"), **extra})
+        "app_controller_cache_dir": str(app_repo.parent / "controller-cache"), **extra}, options=options)
 
 
 def version(host):
@@ -76,6 +76,23 @@ def test_deploy_v1_and_write_data(host, app_repo):
     RELEASES["v1"] = v["release"]
     note = api(host, "POST", "/api/notes", {"title": "Written under v1", "body": "must survive every deploy"})
     RELEASES["note_id"] = note["id"]
+
+
+def test_check_mode_deploy_of_a_new_commit_says_what_it_would_do_and_changes_nothing(host, app_repo):
+    """--check --diff of a deploy of v2 (a new commit with a migration): it runs to the end, names the
+    release, the migration it would run and the virtualenv it would reuse, and the host's releases,
+    current release and database are as they were."""
+    before = testhelpers.deploy_state(host)
+    rc, out = deploy(app_repo, "v2", options=("--check", "--diff"))
+    assert rc == 0, out[-3000:]
+    assert f"A deploy of v2 ({HISTORY['v2'][:12]}) would make release" in out, out[-3000:]
+    assert "the database is at 0002, the new code at 0003: it would be dumped, then migrated" in out
+    assert f"allinone: from {RELEASES['v1']}, reusing its virtualenv, removing no release" in out
+    assert testhelpers.deploy_state(host) == before
+    rc, out = deploy(app_repo, "v1", options=("--check", "--diff"))
+    assert rc == 0, out[-3000:]
+    assert f"Every web host serves {HISTORY['v1'][:12]} already" in out, out[-3000:]
+    assert testhelpers.deploy_state(host) == before
 
 
 def test_deploy_v2_with_a_migration_under_load(host, app_repo, address):
@@ -151,6 +168,17 @@ def test_rollback_across_the_migration_is_refused(host):
     assert "expects migration revision 0002, the database is at 0003" in out
     assert "-e rollback_db=downgrade" in out and "pre-migrate-" in out
     assert version(host)["release"] == RELEASES["v2b"]
+
+
+def test_check_mode_rollback_says_what_it_would_do_and_changes_nothing(host):
+    before = testhelpers.deploy_state(host)
+    rc, out = testhelpers.run_playbook("playbooks/rollback.yml",
+                                       {"release": RELEASES["v1"], "rollback_db": "downgrade"},
+                                       options=("--check", "--diff"))
+    assert rc == 0, out[-3000:]
+    assert (f"A rollback would switch allinone from {RELEASES['v2b']} to {RELEASES['v1']}, after downgrading "
+            "the database from 0003 to 0002") in out, out[-3000:]
+    assert testhelpers.deploy_state(host) == before
 
 
 def test_rollback_with_downgrade_under_load(host, address):
