@@ -139,16 +139,17 @@ def test_check_mode_deploy_changes_no_host(hosts, addresses, app_repo):
 
     def state():
         return ([testhelpers.deploy_state(hosts[w], database=False) for w in ("web1", "web2")]
-                + [hosts["db"].check_output("runuser -u postgres -- pg_dump notesapp | sha256sum"),
+                + [hosts["db"].check_output(testhelpers.database_dump_digest("notesapp")),
                    hosts["lb"].check_output("sha256sum /etc/nginx/sites-available/notesapp.conf")])
 
     before = state()
     rc, out = deploy(app_repo, "v2", options=("--check", "--diff"))
+    said = " ".join(out.split())  # the message as one line, however the output callback wrapped it
     assert rc == 0, out[-3000:]
-    assert re.search(r"would make release \S+ on web1, web2\.", out), out[-3000:]
-    assert "the database is at 0002, the new code at 0003: it would be dumped" in out
-    assert f"web1: from {RELEASES['v1']}, reusing its virtualenv" in out
-    assert f"web2: from {RELEASES['v1']}, reusing its virtualenv" in out
+    assert re.search(r"would make release \S+ on web1, web2\.", said), out[-3000:]
+    assert "the database is at 0002, the new code at 0003: it would be dumped" in said
+    assert f"web1: from {RELEASES['v1']}, reusing its virtualenv" in said
+    assert f"web2: from {RELEASES['v1']}, reusing its virtualenv" in said
     assert state() == before
 
 
