@@ -5,6 +5,7 @@ Needs root and a cached ubuntu2404 image (the test command builds it before this
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import threading
@@ -66,3 +67,15 @@ def test_down_of_a_vanished_host_is_quiet():
     """`down` of a host that another process already removed succeeds: teardown never fails on it."""
     res = run_testhost("down", f"{PREFIX}never-was")
     assert res.returncode == 0, res.stderr
+
+
+def test_two_teardowns_of_the_same_hosts_at_once_both_succeed():
+    """A scenario's own destroy and the test command's teardown (Ctrl-C, a failed run) may take the same
+    hosts down at the same moment; neither may fail on what the other removed."""
+    names = [f"{PREFIX}twice-{i}" for i in range(3)]
+    for _ in range(3):
+        assert run_testhost("up", "--replace", *names).returncode == 0
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: run_testhost("down", *names), range(2)))
+        assert [r.returncode for r in results] == [0, 0], [r.stderr[-500:] for r in results]
+        assert not set(names) & {line.split("\t")[0] for line in run_testhost("list").stdout.splitlines()}
