@@ -82,6 +82,11 @@ class Host:
         return took, res.stdout
 
 
+# The bench's steady load: heavier than the tests' (which only need requests flowing during a switch),
+# and the same as in earlier runs, so that P5's figures compare.
+LOAD = {"threads": 4, "pause": 0.02}
+
+
 def changed_count(output: str) -> int:
     return sum(int(c) for c in re.findall(r"^\S+\s+: ok=\d+\s+changed=(\d+)", output, re.MULTILINE))
 
@@ -271,16 +276,16 @@ def main() -> int:
         tags = testhelpers.make_app_history(repo)
         deploy = {"app_git_repo": str(repo), "app_controller_cache_dir": str(WORK / "controller-cache")}
         host.playbook("playbooks/deploy.yml", {**deploy, "app_git_version": "v2"})
-        with testhelpers.Load(host.address, DOMAIN) as rest:
+        with testhelpers.Load(host.address, DOMAIN, **LOAD) as rest:
             time.sleep(15)
         loads, marks = {}, {}
-        with testhelpers.Load(host.address, DOMAIN) as during_deploy:
+        with testhelpers.Load(host.address, DOMAIN, **LOAD) as during_deploy:
             time.sleep(3)
             t0 = time.monotonic() - during_deploy.began
             code_only, _ = host.playbook("playbooks/deploy.yml", {**deploy, "app_git_version": "v2b"})
             t1 = time.monotonic() - during_deploy.began
             time.sleep(3)
-        with testhelpers.Load(host.address, DOMAIN) as during_rollback:
+        with testhelpers.Load(host.address, DOMAIN, **LOAD) as during_rollback:
             time.sleep(3)
             r0 = time.monotonic() - during_rollback.began
             rollback, _ = host.playbook("playbooks/rollback.yml")

@@ -134,12 +134,15 @@ class Load:
     Like a browser (and urllib3), a request on a reused keep-alive connection that the server closed
     before answering is sent again once on a new connection (RFC 9110, 9.2.2: GET is idempotent): nginx
     closes idle keep-alive connections when it reloads, which a deploy across several web hosts does. Such
-    retries are counted and printed; a retry that fails too is a failure."""
+    retries are counted and printed; a retry that fails too is a failure.
 
-    def __init__(self, address: str, host_header: str, path: str = "/", threads: int = 4):
+    Two threads with a pause of 50 ms keep requests flowing through every switch (a deploy sees hundreds)
+    without taking the CPU the deploy under test needs; bench/run.py asks for more."""
+
+    def __init__(self, address: str, host_header: str, path: str = "/", threads: int = 2, pause: float = 0.05):
         import threading
 
-        self.address, self.host_header, self.path = address, host_header, path
+        self.address, self.host_header, self.path, self.pause = address, host_header, path, pause
         self.ok, self.failed, self.retried, self.latencies, self.errors = 0, 0, 0, [], []
         self.samples = []  # (seconds since the load began, latency, answered) per request
         self.began = 0.0
@@ -185,7 +188,7 @@ class Load:
                 else:
                     self.failed += 1
                     self.errors.append(detail)
-            time.sleep(0.02)
+            time.sleep(self.pause)
 
     def __enter__(self):
         import time
