@@ -93,13 +93,15 @@ def assert_refused_before_any_change(extra: dict, message: str, hosts: int = 3) 
 def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None = None,
                  settings: str | None = None, timeout: int = 900, options: tuple = ()) -> tuple[int, str]:
     """Run one of the project's playbooks (path relative to the repository) against the scenario's hosts,
-    as a user would: the scenario's settings file stands in for the inventory's group_vars. `options` go
-    to ansible-playbook as they are (--check, --diff).
+    as a user would: the scenario's settings file (vars/settings.yml) stands in for the inventory's
+    group_vars, unless the scenario links real group_vars into its inventory (molecule/otherapp).
+    `options` go to ansible-playbook as they are (--check, --diff).
 
     Returns the exit code and the whole output."""
     settings = settings or f"{os.environ['MOLECULE_SCENARIO_DIRECTORY']}/vars/settings.yml"
-    command = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"], "-e", f"@{settings}",
-               *options]
+    command = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"], *options]
+    if Path(settings).exists():
+        command += ["-e", f"@{settings}"]
     if extra:
         command += ["-e", json.dumps(extra)]
     res = subprocess.run(command + [str(REPO / playbook)], capture_output=True, text=True, timeout=timeout,

@@ -1,0 +1,185 @@
+"""A Flask app that is not ours (molecule/otherapp/bookshelf), deployed by the settings in
+inventory/group_vars/all/ alone: what site.yml made of it, a deploy with a migration, a rollback with its
+downgrade, the gate's release check by header (and off), a build step that fails, a missing Gunicorn
+config file, and bad settings refused before any host changes.
+
+The tests run in order and build on each other (one host, one history). Every test takes the `host`
+fixture: pytest groups tests by that module-scoped fixture, and a test without it would run out of order."""
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule/shared"))
+import testhelpers  # noqa: E402
+
+REPO = testhelpers.REPO
+DOMAIN = "solo.test"
+FIXTURE = "molecule/otherapp/bookshelf"
+HOME = "/srv/bookshelf"
+HISTORY = {}   # tag -> commit of the test repository
+RELEASES = {}  # tag -> release id
+
+MIGRATION_0002 = '''"""Add the loans table.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("loans", sa.Column("id", sa.Integer(), primary_key=True),
+                    sa.Column("book_id", sa.Integer(), sa.ForeignKey("books.id"), nullable=False))
+
+
+def downgrade():
+    op.drop_table("loans")
+'''
+
+
+@pytest.fixture(scope="module")
+def app_repo(tmp_path_factory):
+    """bookshelf's history: v1 (as committed here), v2 (a migration), bad-po (a translation whose
+    placeholder does not match, which `pybabel compile` refuses)."""
+    repo = tmp_path_factory.mktemp("bookshelf-history")
+    subprocess.run(f"git -C {shlex.quote(str(REPO))} archive HEAD {FIXTURE} | tar -x -C {shlex.quote(str(repo))}",
+                   shell=True, check=True)
+    testhelpers.git(repo, "init", "-q", "-b", "main")
+    testhelpers.git(repo, "config", "user.email", "tests@flask-deploy.test")
+    testhelpers.git(repo, "config", "user.name", "tests")
+
+    def commit(tag):
+        testhelpers.git(repo, "add", "-A")
+        testhelpers.git(repo, "commit", "-q", "-m", tag)
+        testhelpers.git(repo, "tag", tag)
+        HISTORY[tag] = testhelpers.git(repo, "rev-parse", "HEAD")
+
+    commit("v1")
+    (repo / FIXTURE / "migrations/versions/0002_add_loans.py").write_text(MIGRATION_0002)
+    commit("v2")
+    po = repo / FIXTURE / "bookshelf/translations/fr/LC_MESSAGES/messages.po"
+    po.write_text(po.read_text() + '\n#, python-format\nmsgid "%(count)d books"\nmsgstr "%(nombre)d livres"\n')
+    commit("bad-po")
+    return repo
+
+
+def deploy(app_repo, tag, **extra):
+    return testhelpers.run_playbook("playbooks/deploy.yml", {
+        "app_git_repo": str(app_repo), "app_git_version": tag,
+        "app_controller_cache_dir": str(app_repo.parent / "controller-cache"), **extra})
+
+
+def get(host, path, headers=False):
+    flags = "-sS --fail" + (" -i" if headers else "")
+    return host.check_output(f"curl {flags} --resolve {DOMAIN}:443:127.0.0.1 -k https://{DOMAIN}{path}")
+
+
+def live_release(host):
+    return host.check_output(f"readlink {HOME}/current").removeprefix("releases/")
+
+
+def served_release(host):
+    """The release the app itself says it runs (the header it sets from APP_RELEASE)."""
+    for line in get(host, "/healthz", headers=True).splitlines():
+        if line.lower().startswith("x-bookshelf-release:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def database_revision(host):
+    return host.check_output("runuser -u postgres -- psql -tAc 'SELECT version_num FROM alembic_version' bookshelf")
+
+
+def test_site_yml_deployed_the_app_by_settings_alone(host):
+    """The converge (site.yml with the inventory's group_vars) ended with bookshelf answering over HTTPS,
+    its translation compiled by the build step, its psycopg2 built from source, under its own entry point."""
+    assert get(host, "/").strip() == "Bienvenue dans la bibliothèque"
+    assert get(host, "/healthz").strip() == "ok"
+    RELEASES["head"] = live_release(host)
+    assert served_release(host) == RELEASES["head"]
+    assert database_revision(host) == "0001"
+    unit = host.check_output("systemctl cat bookshelf.service")
+    assert "'bookshelf.web:make_app()'" in unit or "bookshelf.web:make_app()" in unit
+    assert "--config" not in unit
+    # psycopg2 from its sdist: no wheel of psycopg2-binary, a C extension compiled on the host
+    assert host.run(f"{HOME}/current/venv/bin/python -c 'import psycopg2._psycopg'").rc == 0
+    assert host.run(f"{HOME}/current/venv/bin/pip show psycopg2-binary").rc != 0
+
+
+def test_the_built_release_belongs_to_root(host):
+    """The build user wrote the compiled catalog; afterwards nothing in the release is anyone's but root's."""
+    release = f"{HOME}/releases/{RELEASES['head']}"
+    assert host.file(f"{release}/bookshelf/translations/fr/LC_MESSAGES/messages.mo").exists
+    assert host.check_output(f"find {release} ! -user root -print | head -5") == ""
+    assert host.user("bookshelf-build").shell == "/usr/sbin/nologin"
+
+
+def test_deploy_with_a_migration_and_the_release_check_off(host, app_repo):
+    """v2 migrates the database once; with app_gate_release_check=none the gate checks readiness only."""
+    rc, out = deploy(app_repo, "v2", app_gate_release_check="none")
+    assert rc == 0, out[-3000:]
+    RELEASES["v2"] = live_release(host)
+    assert RELEASES["v2"].endswith("-" + HISTORY["v2"][:8])
+    assert served_release(host) == RELEASES["v2"]
+    assert database_revision(host) == "0002"
+    assert host.file(f"{HOME}/shared/backups/pre-migrate-{RELEASES['v2']}.dump").exists
+
+
+def test_rollback_with_its_downgrade(host):
+    """Back to the release site.yml made, the database downgraded to its revision; the header gate passes."""
+    rc, out = testhelpers.run_playbook("playbooks/rollback.yml", {"rollback_db": "downgrade"})
+    assert rc == 0, out[-3000:]
+    assert live_release(host) == RELEASES["head"]
+    assert served_release(host) == RELEASES["head"]
+    assert database_revision(host) == "0001"
+
+
+def test_a_header_that_does_not_name_the_release_fails_the_gate(host, app_repo):
+    """The header check can fail: the app does not send X-Missing, so v2 is switched back at once."""
+    rc, out = deploy(app_repo, "v2", app_release_header="X-Missing", app_deploy_force=True)
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "answered with X-Missing: (none), not" in flat, out[-3000:]
+    assert live_release(host) == RELEASES["head"]
+    assert served_release(host) == RELEASES["head"]
+
+
+def test_a_failing_build_step_marks_the_release_and_switches_nothing(host, app_repo):
+    rc, out = deploy(app_repo, "bad-po")
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "build step 1 failed in release" in flat, out[-3000:]
+    assert "(pybabel compile --directory bookshelf/translations), exit status 1" in flat, out[-3000:]
+    assert "Nothing was switched" in flat
+    failed = host.check_output(f"ls -d {HOME}/releases/*-{HISTORY['bad-po'][:8]}").split()
+    assert len(failed) == 1 and host.file(f"{failed[0]}/.FAILED").exists
+    assert live_release(host) == RELEASES["head"]
+    assert get(host, "/").strip() == "Bienvenue dans la bibliothèque"
+
+
+def test_a_missing_gunicorn_config_file_is_named_before_the_switch(host, app_repo):
+    rc, out = deploy(app_repo, "v1", app_gunicorn_config_file="gunicorn.conf.py", app_deploy_force=True)
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "app_gunicorn_config_file=gunicorn.conf.py is not in release" in flat, out[-3000:]
+    assert live_release(host) == RELEASES["head"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"app_gate_release_check": "sometimes"}, "app_gate_release_check must be one of: json, header, none"),
+    ({"app_wsgi_app": "bookshelf web"}, "app_wsgi_app=bookshelf web is not MODULE:VARIABLE"),
+    ({"app_build_commands": ["pybabel compile", " "]}, "app_build_commands holds an empty command"),
+])
+def test_bad_settings_are_refused_before_any_change(host, extra, message):
+    testhelpers.assert_refused_before_any_change(extra, message, hosts=1)
