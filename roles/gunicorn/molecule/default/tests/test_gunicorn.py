@@ -28,15 +28,46 @@ def test_units_enabled_and_active(host):
 
 
 def test_units_pass_systemd_analyze_verify(host):
-    res = host.run("systemd-analyze verify /etc/systemd/system/testapp.service /etc/systemd/system/testapp.socket")
+    units = " ".join(f"/etc/systemd/system/{unit}" for unit in (
+        "testapp.service", "testapp.socket", "testapp-ticker@.service", "testapp-job-hello.service",
+        "testapp-job-hello.timer"))
+    res = host.run(f"systemd-analyze verify {units}")
     assert res.rc == 0, res.stderr
 
 
-def test_security_exposure_at_most_2(host):
-    out = host.run("systemd-analyze security --no-pager testapp.service").stdout
-    exposure = float(re.search(r"Overall exposure level for testapp.service: ([0-9.]+)", out).group(1))
-    print(f"systemd-analyze security exposure of testapp.service on {host.backend.get_hostname()}: {exposure}")
+@pytest.mark.parametrize("unit", ["testapp.service", "testapp-ticker@1.service", "testapp-job-hello.service"])
+def test_security_exposure_at_most_2(host, unit):
+    out = host.run(f"systemd-analyze security --no-pager {unit}").stdout
+    exposure = float(re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", out).group(1))
+    print(f"systemd-analyze security exposure of {unit} on {host.backend.get_hostname()}: {exposure}")
     assert exposure <= 2.0, out
+
+
+def test_process_instances_run_in_the_sandbox_and_come_back_after_sigkill(host):
+    """The deploy (roles/app) starts the instances; here the test does."""
+    host.check_output("systemctl start testapp-ticker@1.service testapp-ticker@2.service")
+    for n in (1, 2):
+        pid = int(host.check_output(f"systemctl show -p MainPID --value testapp-ticker@{n}.service"))
+        assert pid > 0
+        assert host.check_output(f"ps -o user= -p {pid}") == "testapp"
+    pid = int(host.check_output("systemctl show -p MainPID --value testapp-ticker@1.service"))
+    host.check_output(f"kill -KILL {pid}")
+    for _ in range(40):
+        new = int(host.check_output("systemctl show -p MainPID --value testapp-ticker@1.service"))
+        if new not in (0, pid):
+            break
+        time.sleep(0.25)
+    assert new not in (0, pid)
+    assert "hello from the environment file" in host.check_output("journalctl -u testapp-ticker@1.service -o cat -n 5")
+
+
+def test_the_job_runs_on_its_timer_and_writes_its_status(host):
+    assert host.service("testapp-job-hello.timer").is_enabled and host.service("testapp-job-hello.timer").is_running
+    host.check_output("systemctl start testapp-job-hello.service")
+    status = host.file("/var/lib/testapp/jobs/hello.json").content_string
+    assert '"result": "success"' in status and '"exit_status": "0"' in status, status
+    assert "job hello hello from the environment file" in host.check_output(
+        "journalctl -u testapp-job-hello.service -o cat -n 5")
 
 
 def test_serves_over_unix_socket_and_tcp(host):
@@ -112,6 +143,20 @@ def test_restart_under_requests_refuses_nothing(host):
     ({"gunicorn_app_name": "Test App"}, "gunicorn_app_name=Test App cannot name a system user"),
     ({"gunicorn_listen": ["run/app.sock"]}, "gunicorn_listen entry run/app.sock is neither"),
     ({"gunicorn_environment": {"BAD-NAME": "x"}}, "gunicorn_environment has names that are not variable names: BAD-NAME"),
+    ({"gunicorn_processes": {"Bad Name": {"command": "x"}}}, "gunicorn_processes and gunicorn_jobs map names"),
 ])
 def test_bad_input_stops_before_any_change(extra, message):
     testhelpers.assert_refused_before_any_change(extra, message)
+
+
+def test_a_process_and_a_job_dropped_from_the_settings_go():
+    """Last: a converge without them stops the instances and removes the units, on every host."""
+    rc, out, recaps = testhelpers.converge_with({"gunicorn_processes": {}, "gunicorn_jobs": {}})
+    assert rc == 0, out[-3000:]
+    for host in testhelpers.all_hosts():
+        assert not host.file("/etc/systemd/system/testapp-ticker@.service").exists
+        assert not host.file("/etc/systemd/system/testapp-job-hello.timer").exists
+        assert not host.file("/etc/systemd/system/timers.target.wants/testapp-job-hello.timer").exists
+        assert host.run("systemctl is-active testapp-ticker@1.service testapp-ticker@2.service").stdout.split() \
+            == ["inactive", "inactive"]
+        assert host.service("testapp.service").is_running
