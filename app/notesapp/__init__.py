@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, health, observability, views
+from . import api, health, jobs, observability, views
 from .config import ConfigError, database_uri, get_config
 from .extensions import db, limiter, migrate
 
@@ -41,6 +41,9 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(jobs.bp)
+    app.cli.add_command(jobs.worker_command)
+    app.cli.add_command(jobs.stats_command)
     logging.getLogger("notesapp").info("app created", extra={"release": app.config["RELEASE_ID"]})
     return app
 
