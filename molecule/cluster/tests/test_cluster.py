@@ -77,6 +77,12 @@ def current(web):
     return Path(web.check_output("readlink /srv/notesapp/current")).name
 
 
+def worker_release(web, instance=1):
+    """The release the worker instance runs: its process's working directory, resolved when it started."""
+    pid = web.check_output(f"systemctl show --property=MainPID --value notesapp-worker@{instance}.service")
+    return web.check_output(f"readlink /proc/{pid}/cwd").rsplit("/", 1)[-1]
+
+
 def can_connect(source, address, port):
     """Whether `source` gets a TCP connection to address:port within 3 seconds."""
     return source.run(f"timeout 3 bash -c '</dev/tcp/{address}/{port}'").rc == 0
@@ -98,6 +104,13 @@ def test_site_yml_converged_every_group_where_it_belongs(hosts, addresses):
     for web in ("web1", "web2"):
         assert f"server {addresses[web]}:8000 max_fails=3 fail_timeout=10s;" in site
     assert "keepalive 32;" in site and "alias " not in site  # the web hosts serve /static/
+    # the worker on both web hosts, the scheduled job's timer on the first only, and Redis keeps queued jobs
+    for web in ("web1", "web2"):
+        assert hosts[web].service("notesapp-worker@1.service").is_running
+        assert hosts[web].service("notesapp-worker@2.service").is_running
+    assert hosts["web1"].service("notesapp-job-stats.timer").is_enabled
+    assert not hosts["web2"].service("notesapp-job-stats.timer").is_enabled
+    assert "maxmemory-policy noeviction" in hosts["redis"].file("/etc/redis/redis.d/20-runtime.conf").content_string
 
 
 def test_requests_through_the_lb_reach_both_web_hosts(hosts, addresses):
@@ -164,6 +177,7 @@ def test_rolling_deploy_with_a_migration_under_load(hosts, addresses, app_repo):
     assert load.ok > 100 and load.failed == 0, load.summary()
     RELEASES["v2"] = served(hosts["web1"])
     assert served(hosts["web2"]) == RELEASES["v2"] != RELEASES["v1"]
+    assert worker_release(hosts["web1"]) == worker_release(hosts["web2"]) == RELEASES["v2"]
     # one host at a time, and the migration (with its dump) once, before the first switch
     assert out.count("PLAY [Switch the web hosts in batches]") == 2
     dumps = [w for w in ("web1", "web2")
@@ -221,7 +235,7 @@ def test_failed_gate_in_the_second_batch_switches_the_first_back(hosts, addresse
     assert "Switched back: web1" in out, out[-3000:]
     assert load.failed == 0, load.summary()
     for web in ("web1", "web2"):
-        assert served(hosts[web]) == RELEASES["v2"] == current(hosts[web])
+        assert served(hosts[web]) == RELEASES["v2"] == current(hosts[web]) == worker_release(hosts[web], 2)
     release = [r for r in hosts["web1"].check_output("ls /srv/notesapp/releases").split()
                if r.endswith(HISTORY["sick-on-web2"][:8])][0]
     assert hosts["web1"].file(f"/srv/notesapp/releases/{release}/.FAILED").exists

@@ -97,6 +97,12 @@ def served_release(host):
     return ""
 
 
+def worker_release(host):
+    """The release the worker runs: its process's working directory, resolved when it started."""
+    pid = host.check_output("systemctl show --property=MainPID --value bookshelf-worker@1.service")
+    return host.check_output(f"readlink /proc/{pid}/cwd").rsplit("/", 1)[-1]
+
+
 def database_revision(host):
     return host.check_output("runuser -u postgres -- psql -tAc 'SELECT version_num FROM alembic_version' bookshelf")
 
@@ -107,7 +113,7 @@ def test_site_yml_deployed_the_app_by_settings_alone(host):
     assert get(host, "/").strip() == "Bienvenue dans la bibliothèque"
     assert get(host, "/healthz").strip() == "ok"
     RELEASES["head"] = live_release(host)
-    assert served_release(host) == RELEASES["head"]
+    assert served_release(host) == RELEASES["head"] == worker_release(host)
     assert database_revision(host) == "0001"
     unit = host.check_output("systemctl cat bookshelf.service")
     assert "'bookshelf.web:make_app()'" in unit or "bookshelf.web:make_app()" in unit
@@ -131,7 +137,7 @@ def test_deploy_with_a_migration_and_the_release_check_off(host, app_repo):
     assert rc == 0, out[-3000:]
     RELEASES["v2"] = live_release(host)
     assert RELEASES["v2"].endswith("-" + HISTORY["v2"][:8])
-    assert served_release(host) == RELEASES["v2"]
+    assert served_release(host) == RELEASES["v2"] == worker_release(host)
     assert database_revision(host) == "0002"
     assert host.file(f"{HOME}/shared/backups/pre-migrate-{RELEASES['v2']}.dump").exists
 
@@ -141,7 +147,7 @@ def test_rollback_with_its_downgrade(host):
     rc, out = testhelpers.run_playbook("playbooks/rollback.yml", {"rollback_db": "downgrade"})
     assert rc == 0, out[-3000:]
     assert live_release(host) == RELEASES["head"]
-    assert served_release(host) == RELEASES["head"]
+    assert served_release(host) == RELEASES["head"] == worker_release(host)
     assert database_revision(host) == "0001"
 
 
@@ -180,6 +186,9 @@ def test_a_missing_gunicorn_config_file_is_named_before_the_switch(host, app_rep
     ({"app_gate_release_check": "sometimes"}, "app_gate_release_check must be one of: json, header, none"),
     ({"app_wsgi_app": "bookshelf web"}, "app_wsgi_app=bookshelf web is not MODULE:VARIABLE"),
     ({"app_build_commands": ["pybabel compile", " "]}, "app_build_commands holds an empty command"),
+    ({"app_processes": {"Worker 1": {"command": "rq worker"}}}, "app_processes: Worker 1 cannot name a systemd unit"),
+    ({"app_jobs": {"nightly": {"command": "true", "on_calendar": "every night"}}},
+     "app_jobs: nightly: on_calendar=every night; see systemd.time(7)"),
 ])
 def test_bad_settings_are_refused_before_any_change(host, extra, message):
     testhelpers.assert_refused_before_any_change(extra, message, hosts=1)

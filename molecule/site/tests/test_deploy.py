@@ -55,6 +55,20 @@ def api(host, method, path, body=None):
     return json.loads(out)
 
 
+def enqueue(host, text, seconds=0):
+    return api(host, "POST", "/api/jobs", {"text": text, "seconds": seconds})["id"]
+
+
+def job(host, job_id, until=("finished", "failed"), within=60):
+    """The job's state once it is in one of `until` (polling every half second)."""
+    start = time.monotonic()
+    while True:
+        state = api(host, "GET", f"/api/jobs/{job_id}")
+        if state["status"] in until or time.monotonic() - start > within:
+            return state
+        time.sleep(0.5)
+
+
 def releases(host):
     return sorted(host.check_output("ls /srv/notesapp/releases").split())
 
@@ -97,12 +111,21 @@ def test_check_mode_deploy_of_a_new_commit_says_what_it_would_do_and_changes_not
 
 
 def test_deploy_v2_with_a_migration_under_load(host, app_repo, address):
+    """...and the worker: a job it holds when the deploy starts finishes under v1 (the worker stops
+    gracefully), and the next job runs under v2."""
+    long_job = enqueue(host, "started before the deploy", seconds=6)
+    assert job(host, long_job, until=("started",))["status"] == "started"
     with testhelpers.Load(address, DOMAIN) as load:
         time.sleep(2)
         rc, out = deploy(app_repo, "v2")
         time.sleep(2)
     print(f"\ndeploy of v2 under load: {load.summary()}")
     assert rc == 0, out[-3000:]
+    held = job(host, long_job)
+    assert held["status"] == "finished", held
+    assert held["result"]["release"] == RELEASES["v1"]
+    after = job(host, enqueue(host, "enqueued after the deploy"))
+    assert after["status"] == "finished" and after["result"]["release"] == version(host)["release"], after
     assert load.ok > 50, "the load did not run"
     assert load.failed == 0, load.summary()
     v = version(host)
@@ -125,6 +148,30 @@ def test_code_only_deploy_installs_nothing(host, app_repo):
     assert host.check_output("ls /srv/notesapp/shared/venvs") == venvs_before
     RELEASES["v2b"] = version(host)["release"]
     assert version(host)["commit"] == HISTORY["v2b"]
+
+
+def test_the_scheduled_job_runs_on_its_timer_and_writes_its_status(host):
+    """app_jobs.stats: a timer on the host, a run writes the stats and a status file; a failed run (the
+    database down) says so in the file and keeps the time of the last success."""
+    assert host.service("notesapp-job-stats.timer").is_enabled
+    assert host.service("notesapp-job-stats.timer").is_running
+    assert host.check_output("systemctl show --property=NextElapseUSecRealtime --value notesapp-job-stats.timer")
+    status_file = "/var/lib/notesapp/jobs/stats.json"
+    host.check_output("systemctl start notesapp-job-stats.service")   # a oneshot: returns when it ended
+    status = json.loads(host.file(status_file).content_string)
+    assert status["result"] == "success" and status["exit_status"] == "0", status
+    journal = host.check_output("journalctl -u notesapp-job-stats.service -o cat -n 20").splitlines()
+    stats = json.loads([line for line in journal if '"notes"' in line][-1])
+    assert stats["notes"] >= 1 and stats["release"] == version(host)["release"]
+
+    host.check_output("systemctl stop postgresql")
+    try:
+        assert host.run("systemctl start notesapp-job-stats.service").rc != 0
+        failed = json.loads(host.file(status_file).content_string)
+    finally:
+        host.check_output("systemctl start postgresql")
+    assert failed["result"] == "exit-code" and failed["exit_status"] != "0", failed
+    assert failed["last_success_at"] == status["last_success_at"]
 
 
 def changed_tasks(out):
@@ -193,6 +240,8 @@ def test_rollback_with_downgrade_under_load(host, address):
     assert load.ok > 50 and load.failed == 0, load.summary()
     assert version(host)["release"] == RELEASES["v1"]
     assert host.check_output("runuser -u postgres -- psql -tAc \"SELECT to_regclass('note_tags')\" notesapp") == ""
+    # the worker went back with the web service
+    assert job(host, enqueue(host, "after the rollback"))["result"]["release"] == RELEASES["v1"]
     assert api(host, "GET", f"/api/notes/{RELEASES['note_id']}")["title"] == "Written under v1"
 
 
