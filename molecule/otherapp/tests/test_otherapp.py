@@ -6,6 +6,7 @@ config file, and bad settings refused before any host changes.
 The tests run in order and build on each other (one host, one history). Every test takes the `host`
 fixture: pytest groups tests by that module-scoped fixture, and a test without it would run out of order."""
 
+import json
 import shlex
 import subprocess
 import sys
@@ -71,6 +72,10 @@ def app_repo(tmp_path_factory):
     po = repo / FIXTURE / "bookshelf/translations/fr/LC_MESSAGES/messages.po"
     po.write_text(po.read_text() + '\n#, python-format\nmsgid "%(count)d books"\nmsgstr "%(nombre)d livres"\n')
     commit("bad-po")
+    testhelpers.git(repo, "checkout", "-q", "v2")
+    requirements = repo / FIXTURE / "requirements.txt"
+    requirements.write_text(requirements.read_text().replace("flask==3.1.3", "flask==0.0.1"))
+    commit("bad-pin")
     return repo
 
 
@@ -172,6 +177,22 @@ def test_a_failing_build_step_marks_the_release_and_switches_nothing(host, app_r
     assert len(failed) == 1 and host.file(f"{failed[0]}/.FAILED").exists
     assert live_release(host) == RELEASES["head"]
     assert get(host, "/").strip() == "Bienvenue dans la bibliothèque"
+
+
+def test_a_requirement_that_cannot_be_built_marks_the_release_and_logs_it(host, app_repo):
+    """Not only the steps with their own checks: any failure while a release is prepared (here pip, for a
+    version that does not exist) marks it and writes the deploy log, so no rollback picks it later."""
+    rc, out = deploy(app_repo, "bad-pin")
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "build the wheelhouse failed in release" in flat, out[-3000:]
+    assert "Nothing was switched" in flat
+    failed = host.check_output(f"ls -d {HOME}/releases/*-{HISTORY['bad-pin'][:8]}").split()
+    assert len(failed) == 1 and host.file(f"{failed[0]}/.FAILED").exists
+    last = json.loads(host.file("/var/log/bookshelf/deploy.log").content_string.splitlines()[-1])
+    assert last["release"] == failed[0].rsplit("/", 1)[-1]
+    assert last["result"].startswith("failed before the switch: build the wheelhouse failed"), last
+    assert live_release(host) == RELEASES["head"]
 
 
 def test_a_missing_gunicorn_config_file_is_named_before_the_switch(host, app_repo):
