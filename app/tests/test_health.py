@@ -24,6 +24,25 @@ def test_not_ready_before_migrations(make_app):
     assert body["checks"]["migrations"] == "database at none, code at 0002"
 
 
+def test_ready_on_a_database_ahead_of_the_code_and_not_behind_it(client, app):
+    """A newer release migrated the database (expand-only, the deploy's contract): the old code stays
+    ready, so a deploy whose new code fails its gate can go back to it. Behind the code it is not ready."""
+    from notesapp.extensions import db
+
+    with app.app_context():
+        db.session.execute(db.text("UPDATE alembic_version SET version_num = '0099_from_a_newer_release'"))
+        db.session.commit()
+    res = client.get("/health/ready")
+    assert res.status_code == 200, res.get_json()
+    assert res.get_json()["checks"]["migrations"] == "ok, ahead: database at 0099_from_a_newer_release, code at 0002"
+    with app.app_context():
+        db.session.execute(db.text("UPDATE alembic_version SET version_num = '0001'"))
+        db.session.commit()
+    res = client.get("/health/ready")
+    assert res.status_code == 503
+    assert res.get_json()["checks"]["migrations"] == "database at 0001, code at 0002"
+
+
 def test_readiness_reads_the_migration_scripts_once(client, monkeypatch):
     from alembic.script import ScriptDirectory
 

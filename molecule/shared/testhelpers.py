@@ -243,6 +243,30 @@ def downgrade():
 '''
 
 
+MIGRATION_0004 = '''"""Add a nullable summary column to notes (an expand-only migration).
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("notes", sa.Column("summary", sa.Text(), nullable=True))
+
+
+def downgrade():
+    op.drop_column("notes", "summary")
+'''
+
+
 def git(repo, *args) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
@@ -250,7 +274,8 @@ def git(repo, *args) -> str:
 def make_app_history(repo: Path) -> dict[str, str]:
     """A git repository in `repo` with the reference app's history as a user's would grow: v1 (the app
     as committed here), v2 (a migration), v2b (a code-only change), broken (does not import), sick (never
-    ready) and sick-on-web2 (not ready on hosts whose name ends in web2). Returns tag -> commit."""
+    ready), sick-on-web2 (not ready on hosts whose name ends in web2) and sick-after-migrating (a
+    migration, 0004, and code that is never ready). Returns tag -> commit."""
     import shlex
 
     history = {}
@@ -284,6 +309,9 @@ def make_app_history(repo: Path) -> dict[str, str]:
         health.write_text(text.replace(ready, f'if {condition}:\n        return jsonify(status="unavailable", '
                                               f'failing=["forced by the test"]), 503\n    {ready}'))
         commit(tag)
+    git(repo, "checkout", "-q", "sick")
+    (repo / "app/migrations/versions/0004_add_note_summary.py").write_text(MIGRATION_0004)
+    commit("sick-after-migrating")
     git(repo, "checkout", "-q", "v2b")
     return history
 

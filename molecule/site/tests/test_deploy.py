@@ -209,6 +209,33 @@ def test_release_that_fails_the_gate_is_switched_back(host, app_repo, address):
     assert last["commit"] == HISTORY["sick"] and last["result"].startswith("gate failed")
 
 
+def test_a_failed_gate_after_a_migration_goes_back_to_the_old_code_on_the_new_schema(host, app_repo, address):
+    """The new release migrates (0004, expand-only) and then fails its gate: v2b comes back and is ready on
+    the migrated database (the contract: migrations expand, the old code works on them), the load sees no
+    failure, the database keeps the new column, and the deploy log says why."""
+    with testhelpers.Load(address, DOMAIN) as load:
+        rc, out = deploy(app_repo, "sick-after-migrating")
+    print(f"\nfailed deploy after a migration, under load: {load.summary()}")
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "The health gate failed for release" in flat, out[-3000:]
+    assert f"Switched back to {RELEASES['v2b']}, which passed the gate." in flat, out[-3000:]
+    assert load.failed == 0, load.summary()
+    assert version(host)["release"] == RELEASES["v2b"]
+    assert host.check_output("runuser -u postgres -- psql -tAc 'SELECT version_num FROM alembic_version' notesapp") \
+        == "0004"
+    assert host.check_output("runuser -u postgres -- psql -tAc \"SELECT column_name FROM information_schema.columns "
+                             "WHERE table_name = 'notes' AND column_name = 'summary'\" notesapp") == "summary"
+    last = json.loads(host.file("/var/log/notesapp/deploy.log").content_string.splitlines()[-1])
+    assert last["commit"] == HISTORY["sick-after-migrating"] and last["result"].startswith("gate failed"), last
+    # back to 0003 for the tests that follow, with the failed release's own code (it knows 0004)
+    failed = [r for r in releases(host) if r.endswith(HISTORY["sick-after-migrating"][:8])][0]
+    host.check_output(
+        f"systemd-run --quiet --wait --pipe --collect --uid=notesapp --gid=notesapp "
+        f"--property=EnvironmentFile=/etc/notesapp/env --working-directory=/srv/notesapp/releases/{failed} "
+        f"/srv/notesapp/releases/{failed}/venv/bin/flask --app wsgi:app db downgrade 0003")
+
+
 def test_rollback_across_the_migration_is_refused(host):
     rc, out = testhelpers.run_playbook("playbooks/rollback.yml", {"release": RELEASES["v1"]})
     assert rc != 0
@@ -257,12 +284,12 @@ def test_rollback_without_target_goes_to_the_release_before_current(host, app_re
 
 
 def test_old_releases_are_pruned_but_current_and_previous_stay(host):
-    """Seven releases so far: at the last deploy the newest five stayed, and v1 too (it was the previous
-    release then); only the first one, site.yml's, went."""
+    """Eight releases so far: at the last deploy the newest five stayed, and v1 too (it was the previous
+    release then); the first one (site.yml's) and v2 went."""
     kept = releases(host)
     assert len(kept) == 6, kept
     assert version(host)["release"] in kept and RELEASES["v1"] in kept
-    assert RELEASES["head"] not in kept
+    assert RELEASES["head"] not in kept and RELEASES["v2"] not in kept
 
 
 def test_cron_backup_job_runs_and_the_restore_drill_passes(host):
