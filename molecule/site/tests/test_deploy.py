@@ -292,6 +292,30 @@ def test_old_releases_are_pruned_but_current_and_previous_stay(host):
     assert RELEASES["head"] not in kept and RELEASES["v2"] not in kept
 
 
+def test_when_the_previous_release_fails_its_gate_too_the_deploy_says_so(host, app_repo):
+    """Redis down during a deploy: the new release fails its gate, and so does the previous one once
+    switched back. The deploy says both gates' answers plainly, the deploy log has its line, and with Redis
+    back the previous release serves again."""
+    current = version(host)["release"]
+    host.check_output("systemctl stop redis-server")
+    try:
+        rc, out = deploy(app_repo, "v2b", app_deploy_force=True)
+    finally:
+        host.check_output("systemctl start redis-server")
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert f"Switched back to {current}, which FAILED its gate too" in flat, out[-3000:]
+    assert "Neither release is ready on this host" in flat
+    last = json.loads(host.file("/var/log/notesapp/deploy.log").content_string.splitlines()[-1])
+    assert last["result"].startswith("gate failed") and "which failed its gate too" in last["result"], last
+    assert host.check_output("readlink /srv/notesapp/current") == f"releases/{current}"
+    for _ in range(30):
+        if host.run(f"curl -sS --fail -k --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/health/ready").rc == 0:
+            break
+        time.sleep(1)
+    assert version(host)["release"] == current
+
+
 def test_cron_backup_job_runs_and_the_restore_drill_passes(host):
     line = [entry for entry in host.file("/etc/cron.d/pg-backup").content_string.splitlines()
             if entry and not entry.startswith(("#", "SHELL", "PATH"))][0]
