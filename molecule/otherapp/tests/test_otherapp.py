@@ -166,16 +166,23 @@ def test_a_header_that_does_not_name_the_release_fails_the_gate(host, app_repo):
     assert served_release(host) == RELEASES["head"]
 
 
+def stopped_before_the_switch(host, out, tag, *messages):
+    """The deploy of `tag` stopped before any switch, saying `messages`: its release is marked failed and
+    the live release has not changed. Returns the failed release's directory."""
+    flat = " ".join(out.split())
+    for message in messages + ("Nothing was switched",):
+        assert message in flat, out[-3000:]
+    failed = host.check_output(f"ls -d {HOME}/releases/*-{HISTORY[tag][:8]}").split()
+    assert len(failed) == 1 and host.file(f"{failed[0]}/.FAILED").exists
+    assert live_release(host) == RELEASES["head"]
+    return failed[0]
+
+
 def test_a_failing_build_step_marks_the_release_and_switches_nothing(host, app_repo):
     rc, out = deploy(app_repo, "bad-po")
     assert rc != 0
-    flat = " ".join(out.split())
-    assert "build step 1 failed in release" in flat, out[-3000:]
-    assert "(pybabel compile --directory bookshelf/translations), exit status 1" in flat, out[-3000:]
-    assert "Nothing was switched" in flat
-    failed = host.check_output(f"ls -d {HOME}/releases/*-{HISTORY['bad-po'][:8]}").split()
-    assert len(failed) == 1 and host.file(f"{failed[0]}/.FAILED").exists
-    assert live_release(host) == RELEASES["head"]
+    stopped_before_the_switch(host, out, "bad-po", "build step 1 failed in release",
+                              "(pybabel compile --directory bookshelf/translations), exit status 1")
     assert get(host, "/").strip() == "Bienvenue dans la bibliothèque"
 
 
@@ -184,23 +191,16 @@ def test_a_requirement_that_cannot_be_built_marks_the_release_and_logs_it(host, 
     version that does not exist) marks it and writes the deploy log, so no rollback picks it later."""
     rc, out = deploy(app_repo, "bad-pin")
     assert rc != 0
-    flat = " ".join(out.split())
-    assert "build the wheelhouse failed in release" in flat, out[-3000:]
-    assert "Nothing was switched" in flat
-    failed = host.check_output(f"ls -d {HOME}/releases/*-{HISTORY['bad-pin'][:8]}").split()
-    assert len(failed) == 1 and host.file(f"{failed[0]}/.FAILED").exists
+    failed = stopped_before_the_switch(host, out, "bad-pin", "build the wheelhouse failed in release")
     last = json.loads(host.file("/var/log/bookshelf/deploy.log").content_string.splitlines()[-1])
-    assert last["release"] == failed[0].rsplit("/", 1)[-1]
+    assert last["release"] == failed.rsplit("/", 1)[-1]
     assert last["result"].startswith("failed before the switch: build the wheelhouse failed"), last
-    assert live_release(host) == RELEASES["head"]
 
 
 def test_a_missing_gunicorn_config_file_is_named_before_the_switch(host, app_repo):
     rc, out = deploy(app_repo, "v1", app_gunicorn_config_file="gunicorn.conf.py", app_deploy_force=True)
     assert rc != 0
-    flat = " ".join(out.split())
-    assert "app_gunicorn_config_file=gunicorn.conf.py is not in release" in flat, out[-3000:]
-    assert live_release(host) == RELEASES["head"]
+    stopped_before_the_switch(host, out, "v1", "app_gunicorn_config_file=gunicorn.conf.py is not in release")
 
 
 @pytest.mark.parametrize("extra, message", [
