@@ -267,6 +267,10 @@ def test_rollback_with_downgrade_under_load(host, address):
     assert load.ok > 50 and load.failed == 0, load.summary()
     assert version(host)["release"] == RELEASES["v1"]
     assert host.check_output("runuser -u postgres -- psql -tAc \"SELECT to_regclass('note_tags')\" notesapp") == ""
+    # the data the downgrade dropped is in a dump, and the run said where
+    dump = f"/srv/notesapp/shared/backups/pre-rollback-{RELEASES['v1']}-from-{RELEASES['v2b']}.dump"
+    assert host.file(dump).exists and host.file(dump).size > 0
+    assert dump in " ".join(out.split())
     # the worker went back with the web service
     assert job(host, enqueue(host, "after the rollback"))["result"]["release"] == RELEASES["v1"]
     assert api(host, "GET", f"/api/notes/{RELEASES['note_id']}")["title"] == "Written under v1"
@@ -290,6 +294,8 @@ def test_old_releases_are_pruned_but_current_and_previous_stay(host):
     assert len(kept) == 6, kept
     assert version(host)["release"] in kept and RELEASES["v1"] in kept
     assert RELEASES["head"] not in kept and RELEASES["v2"] not in kept
+    # a removed release's pre-migration dump goes with it; a kept one's stays
+    assert not host.file(f"/srv/notesapp/shared/backups/pre-migrate-{RELEASES['v2']}.dump").exists
 
 
 def test_when_the_previous_release_fails_its_gate_too_the_deploy_says_so(host, app_repo):
