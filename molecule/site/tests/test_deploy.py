@@ -150,6 +150,21 @@ def test_code_only_deploy_installs_nothing(host, app_repo):
     assert version(host)["commit"] == HISTORY["v2b"]
 
 
+def test_a_worker_restart_lets_the_job_in_hand_finish(host):
+    """What each deploy does to the workers: a restart is a graceful stop first (SIGTERM to the worker
+    alone, KillMode=mixed); the job it holds finishes, and the restart waits for it."""
+    held = enqueue(host, "held across a restart", seconds=8)
+    assert job(host, held, until=("started",))["status"] == "started"
+    start = time.monotonic()
+    host.check_output("systemctl restart notesapp-worker@1.service notesapp-worker@2.service")
+    waited = time.monotonic() - start
+    state = job(host, held)
+    assert state["status"] == "finished", state
+    assert state["result"]["finished"] - state["result"]["started"] >= 8
+    assert waited > 2, f"the restart did not wait for the job ({waited:.1f} s)"
+    print(f"\nworker restart with a job in hand: waited {waited:.1f} s for it")
+
+
 def test_the_scheduled_job_runs_on_its_timer_and_writes_its_status(host):
     """app_jobs.stats: a timer on the host, a run writes the stats and a status file; a failed run (the
     database down) says so in the file and keeps the time of the last success."""
