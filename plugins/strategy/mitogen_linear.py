@@ -30,10 +30,36 @@ try:
 except ImportError:  # a controller without Mitogen: same results, plain Ansible's speed
     ansible_mitogen = None
 
+_INTERPRETER_FACTS = "discovered_interpreter_"
+
+
+class _OwnInterpreterFacts:
+    """Keep a host's discovered Python on that host. Under Mitogen every task's result carries the
+    discovered interpreter of the host it ran on, and Ansible gives the facts of a run_once result to
+    every host of the play: after one run_once task on an Ubuntu 22.04 host, an Ubuntu 24.04 host of the
+    same play would be told to run /usr/bin/python3.10. Ansible calls _set_always_delegated_facts(result,
+    task) and then get_task_hosts(iterator, host, task) for each result with facts; between the two, the
+    interpreter facts of a run_once result are set on its own host only."""
+
+    def _set_always_delegated_facts(self, result, task):
+        self._fd_facts_result = result
+        return super()._set_always_delegated_facts(result, task)
+
+    def get_task_hosts(self, iterator, task_host, task):
+        hosts = super().get_task_hosts(iterator, task_host, task)
+        result, self._fd_facts_result = getattr(self, "_fd_facts_result", None), None
+        if task.run_once and result is not None and task.delegate_to is None:
+            facts = result.get("ansible_facts") or {}
+            own = {key: facts.pop(key) for key in list(facts) if key.startswith(_INTERPRETER_FACTS)}
+            if own:
+                self._variable_manager.set_host_facts(task_host.name, own)
+        return hosts
+
+
 if ansible_mitogen is not None:
     _Base = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 
-    class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Base):
+    class StrategyModule(_OwnInterpreterFacts, ansible_mitogen.strategy.StrategyMixin, _Base):
         pass
 
 else:
