@@ -120,6 +120,21 @@ def deploy_state(host, app: str = "notesapp", database: bool = True) -> str:
     return host.check_output(command)
 
 
+def assert_sandboxed(host, units: list[str]) -> None:
+    """The units pass `systemd-analyze verify` and score at most 2 in `systemd-analyze security` on this
+    host's systemd (roles/gunicorn's scenario checks the same on Ubuntu 22.04; the top-level scenarios
+    check the app's real units on the other releases)."""
+    res = host.run("systemd-analyze verify " + " ".join(f"/etc/systemd/system/{u.split('@')[0]}@.service"
+                                                       if "@" in u else f"/etc/systemd/system/{u}" for u in units))
+    assert res.rc == 0, res.stderr
+    for unit in units:
+        out = host.run(f"systemd-analyze security --no-pager {unit}").stdout
+        found = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", out)
+        assert found, out
+        print(f"systemd-analyze security exposure of {unit} on {host.backend.get_hostname()}: {found.group(1)}")
+        assert float(found.group(1)) <= 2.0, out
+
+
 def database_dump_digest(database: str) -> str:
     """A shell command printing a digest of the database's contents. pg_dump's plain output is the same for
     the same contents, but for the random key of its \\restrict lines (PostgreSQL's fix of CVE-2025-8714)."""

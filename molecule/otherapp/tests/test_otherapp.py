@@ -128,6 +128,11 @@ def test_site_yml_deployed_the_app_by_settings_alone(host):
     assert host.run(f"{HOME}/current/venv/bin/pip show psycopg2-binary").rc != 0
 
 
+def test_the_app_and_its_worker_run_sandboxed(host):
+    """Debian 12's systemd: bookshelf's units verify and each scores at most 2 in its security analysis."""
+    testhelpers.assert_sandboxed(host, ["bookshelf.service", "bookshelf-worker@1.service"])
+
+
 def test_the_built_release_belongs_to_root(host):
     """The build user wrote the compiled catalog; afterwards nothing in the release is anyone's but root's."""
     release = f"{HOME}/releases/{RELEASES['head']}"
