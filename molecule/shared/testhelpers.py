@@ -91,11 +91,12 @@ def assert_refused_before_any_change(extra: dict, message: str, hosts: int = 3) 
 
 
 def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None = None,
-                 settings: str | None = None, timeout: int = 900, options: tuple = ()) -> tuple[int, str]:
+                 settings: str | None = None, timeout: int = 900, options: tuple = (),
+                 env: dict | None = None) -> tuple[int, str]:
     """Run one of the project's playbooks (path relative to the repository) against the scenario's hosts,
     as a user would: the scenario's settings file (vars/settings.yml) stands in for the inventory's
     group_vars, unless the scenario links real group_vars into its inventory (molecule/otherapp).
-    `options` go to ansible-playbook as they are (--check, --diff).
+    `options` go to ansible-playbook as they are (--check, --diff); `env` adds to its environment.
 
     Returns the exit code and the whole output."""
     settings = settings or f"{os.environ['MOLECULE_SCENARIO_DIRECTORY']}/vars/settings.yml"
@@ -105,7 +106,7 @@ def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None
     if extra:
         command += ["-e", json.dumps(extra)]
     res = subprocess.run(command + [str(REPO / playbook)], capture_output=True, text=True, timeout=timeout,
-                         env=_ansible_env())
+                         env={**_ansible_env(), **(env or {})})
     return res.returncode, res.stdout + res.stderr
 
 

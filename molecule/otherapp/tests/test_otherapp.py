@@ -6,6 +6,7 @@ config file, and bad settings refused before any host changes.
 The tests run in order and build on each other (one host, one history). Every test takes the `host`
 fixture: pytest groups tests by that module-scoped fixture, and a test without it would run out of order."""
 
+import base64
 import json
 import shlex
 import subprocess
@@ -79,10 +80,29 @@ def app_repo(tmp_path_factory):
     return repo
 
 
-def deploy(app_repo, tag, **extra):
+def deploy(app_repo, tag, options=(), env=None, **extra):
     return testhelpers.run_playbook("playbooks/deploy.yml", {
         "app_git_repo": str(app_repo), "app_git_version": tag,
-        "app_controller_cache_dir": str(app_repo.parent / "controller-cache"), **extra})
+        "app_controller_cache_dir": str(app_repo.parent / "controller-cache"), **extra}, options=options, env=env)
+
+
+# The runs whose traces the secret search reads (test_no_secret_...): as a user without Mitogen runs them,
+# where every module goes through sudo's command line (so `environment:` would land in sudo's log), and with
+# -vvv, whose output the search reads too.
+PLAIN_ANSIBLE = {"ANSIBLE_STRATEGY": "linear"}
+TRACED = ("-vvv",)
+CONTROLLER_OUTPUT = []
+SAMPLER = "/var/tmp/process-list-samples"
+
+
+def secrets():
+    """Every vault value, as written and as it appears percent-encoded in a URL."""
+    import yaml
+    from urllib.parse import quote
+
+    vault = yaml.safe_load((Path(__file__).parents[1] / "inventory/group_vars/all/vault.yml").read_text())
+    return {f"{name}{form}": text for name, value in vault.items()
+            for form, text in (("", value), (" (in a URL)", quote(value, safe="")))}
 
 
 def get(host, path, headers=False):
@@ -142,8 +162,14 @@ def test_the_built_release_belongs_to_root(host):
 
 
 def test_deploy_with_a_migration_and_the_release_check_off(host, app_repo):
-    """v2 migrates the database once; with app_gate_release_check=none the gate checks readiness only."""
-    rc, out = deploy(app_repo, "v2", app_gate_release_check="none")
+    """v2 migrates the database once; with app_gate_release_check=none the gate checks readiness only.
+    From here to the secret search a sampler records every command line on the host, as any local user
+    sees them (`ps` as nobody, every 50 ms)."""
+    sampler = f"while :; do ps -eww -o args=; sleep 0.05; done | awk '!seen[$0]++ {{ print; fflush() }}' > {SAMPLER}"
+    host.check_output(f"systemd-run --quiet --unit=process-list-sampler --uid=nobody --gid=nogroup "
+                      f"/bin/sh -c {shlex.quote(sampler)}")
+    rc, out = deploy(app_repo, "v2", TRACED, PLAIN_ANSIBLE, app_gate_release_check="none")
+    CONTROLLER_OUTPUT.append(out)
     assert rc == 0, out[-3000:]
     RELEASES["v2"] = live_release(host)
     assert RELEASES["v2"].endswith("-" + HISTORY["v2"][:8])
@@ -154,11 +180,48 @@ def test_deploy_with_a_migration_and_the_release_check_off(host, app_repo):
 
 def test_rollback_with_its_downgrade(host):
     """Back to the release site.yml made, the database downgraded to its revision; the header gate passes."""
-    rc, out = testhelpers.run_playbook("playbooks/rollback.yml", {"rollback_db": "downgrade"})
+    rc, out = testhelpers.run_playbook("playbooks/rollback.yml", {"rollback_db": "downgrade"}, options=TRACED,
+                                       env=PLAIN_ANSIBLE)
+    CONTROLLER_OUTPUT.append(out)
     assert rc == 0, out[-3000:]
     assert live_release(host) == RELEASES["head"]
     assert served_release(host) == RELEASES["head"] == worker_release(host)
     assert database_revision(host) == "0001"
+
+
+def test_a_backup_run_by_hand(host):
+    """playbooks/backup.yml, as the README's day-two section runs it: a new dump in the backup directory."""
+    before = host.check_output("find /var/backups/postgresql -name '*.dump' | wc -l")
+    rc, out = testhelpers.run_playbook("playbooks/backup.yml", options=TRACED, env=PLAIN_ANSIBLE)
+    CONTROLLER_OUTPUT.append(out)
+    assert rc == 0, out[-3000:]
+    assert int(host.check_output("find /var/backups/postgresql -name '*.dump' | wc -l")) > int(before)
+
+
+def test_no_secret_on_any_command_line_or_in_any_log(host):
+    """After site.yml, a deploy with a migration (and its dump), a rollback with its downgrade (and its dump)
+    and a backup, run through a user with sudo, without Mitogen and with -vvv: no vault value (as written
+    or percent-encoded) is in the host's journal, under /var/log, in any command line the sampler saw, or
+    in the controller's output."""
+    host.run("systemctl stop process-list-sampler.service")
+    samples = host.check_output(f"wc -l < {SAMPLER}")
+    assert int(samples) > 100, f"the sampler saw only {samples} command lines"
+    # the values go to the host base64-encoded, into a file only root reads: no command line holds them
+    patterns = base64.b64encode("\n".join(secrets().values()).encode()).decode()
+    host.check_output(f"umask 077; echo {patterns} | base64 -d > /run/secret-patterns")
+    places = {
+        "the journal": "journalctl --no-pager -o export | grep -aoF -f /run/secret-patterns",
+        "/var/log": "grep -raohF -f /run/secret-patterns /var/log --exclude-dir=journal",
+        "the process list": f"grep -aoF -f /run/secret-patterns {SAMPLER}",
+    }
+    found = []
+    for where, command in places.items():
+        hits = set(host.run(command).stdout.splitlines())
+        found += [f"{name} in {where}" for name, value in secrets().items() if value in hits]
+    found += [f"{name} in the controller's -vvv output" for name, value in secrets().items()
+              if any(value in out for out in CONTROLLER_OUTPUT)]
+    assert len(CONTROLLER_OUTPUT) == 3
+    assert found == []
 
 
 def test_a_header_that_does_not_name_the_release_fails_the_gate(host, app_repo):

@@ -1,6 +1,7 @@
 """What roles/redis must leave on every host: checked on the host, from the controller, and across a
 reboot of the test host."""
 
+import shlex
 import socket
 import sys
 import uuid
@@ -11,7 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
 import testhelpers  # noqa: E402
 
-ADMIN = "admin-Test-password-0123456789"
+# The administrator's password holds every character that needs quoting somewhere: the handlers pass it
+# to redis-cli on stdin in a quoted AUTH line (roles/redis/vars/main.yml).
+ADMIN = 'admin-Test-"pass\\word\'/+=@:#?%-0123'
 APP = "app-Test-password-0123456789"
 
 
@@ -22,7 +25,7 @@ def hostvars(host):
 
 def cli(host, *args, user=None, password=None):
     """redis-cli on the test host; credentials through the environment, as the role does."""
-    auth = f"REDISCLI_AUTH='{password}' " if password else ""
+    auth = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
     who = f"--user {user} " if user else ""
     return host.run(f"{auth}redis-cli -h 127.0.0.1 {who}" + " ".join(args))
 
@@ -147,5 +150,5 @@ def test_zz_data_survives_a_reboot(host, hostvars):
     assert cli(host, "SET", "reboot-marker", marker, user="app", password=APP).stdout.strip() == "OK"
     testhelpers.reboot(hostvars["ansible_host"])
     res = testhelpers.ssh(hostvars, "for i in $(seq 50); do systemctl is-active -q redis-server && break; sleep 0.2; "
-                                    f"done; REDISCLI_AUTH='{APP}' redis-cli --user app GET reboot-marker")
+                                    f"done; REDISCLI_AUTH={shlex.quote(APP)} redis-cli --user app GET reboot-marker")
     assert res.returncode == 0 and res.stdout.strip() == marker, res.stderr
