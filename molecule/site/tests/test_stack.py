@@ -4,6 +4,7 @@ import json
 import random
 import socket
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def test_base_applied(host):
 
 def test_mock_dns_points_at_the_host(address):
     assert dns_a("allinone.test") == [address]
+
+
+def test_a_name_added_again_points_at_the_new_address_only():
+    """A scenario run again while Pebble stays up adds its hosts' names again, at new addresses: Pebble
+    must not validate against the old one (the mock DNS appends; `testhost dns add` replaces)."""
+    name = f"readded-{random.randrange(10**6)}.test"
+    testhost = Path(__file__).resolve().parents[3] / "scripts/testhost"
+    for address in ("10.77.0.250", "10.77.0.251"):
+        subprocess.run(["python3", str(testhost), "dns", "add", name, address], check=True, timeout=30)
+    assert dns_a(name) == ["10.77.0.251"]
 
 
 def test_host_reaches_pebble_with_its_ca(host):
