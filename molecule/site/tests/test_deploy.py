@@ -6,6 +6,7 @@ The tests run in order and build on each other (one host, one history). Every te
 fixture, even where it does not use it: pytest groups tests by that module-scoped fixture, and a test
 without it would run out of order."""
 
+import concurrent.futures
 import json
 import re
 import shlex
@@ -139,10 +140,32 @@ def test_deploy_v2_with_a_migration_under_load(host, app_repo, address):
         == "note_tags"
 
 
+LOCK = "/srv/notesapp/.deploy-lock"
+
+
 def test_code_only_deploy_installs_nothing(host, app_repo):
+    """...and while it runs, a second deploy (of another commit) refuses at once, says who holds the lock
+    and changes nothing; the first one ends normally and releases the lock."""
     venvs_before = host.check_output("ls /srv/notesapp/shared/venvs")
-    rc, out = deploy(app_repo, "v2b")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(deploy, app_repo, "v2b")
+        for _ in range(240):
+            if host.file(LOCK).exists or first.done():
+                break
+            time.sleep(0.5)
+        assert host.file(LOCK).exists, first.result()[1][-3000:] if first.done() else "no lock after 120 s"
+        start = time.monotonic()
+        rc2, out2 = deploy(app_repo, "broken")
+        refused_in = time.monotonic() - start
+        rc, out = first.result()
+    flat = " ".join(out2.split())
+    assert rc2 != 0 and "Another deploy or rollback holds the lock" in flat, out2[-3000:]
+    assert re.search(rf"\(deploy of \S+-{HISTORY['v2b'][:8]} by \S+, since \S+\)", flat), out2[-3000:]
+    assert "Nothing was changed" in flat and f"-a 'path={LOCK} state=absent'" in flat
+    assert not any(r.endswith(HISTORY["broken"][:8]) for r in releases(host)), "the refused deploy unpacked"
+    print(f"\nsecond deploy refused in {refused_in:.1f} s")
     assert rc == 0, out[-3000:]
+    assert not host.file(LOCK).exists
     assert re.search(r"TASK \[app : Install the wheels into the virtualenv\][^\n]*\n(skipping|ok)", out), out[-3000:]
     assert re.search(r"TASK \[app : Build the wheelhouse\][^\n]*\n(skipping|ok)", out)
     assert host.check_output("ls /srv/notesapp/shared/venvs") == venvs_before
@@ -208,6 +231,7 @@ def test_release_that_does_not_import_never_goes_live(host, app_repo):
     assert version(host)["release"] == RELEASES["v2b"]
     failed = [r for r in releases(host) if r.endswith(HISTORY["broken"][:8])]
     assert failed and host.file(f"/srv/notesapp/releases/{failed[0]}/.FAILED").exists
+    assert not host.file(LOCK).exists, "a deploy that stopped before the switch kept the lock"
 
 
 def test_release_that_fails_the_gate_is_switched_back(host, app_repo, address):
@@ -222,6 +246,7 @@ def test_release_that_fails_the_gate_is_switched_back(host, app_repo, address):
     log = host.file("/var/log/notesapp/deploy.log").content_string.splitlines()
     last = json.loads(log[-1])
     assert last["commit"] == HISTORY["sick"] and last["result"].startswith("gate failed")
+    assert not host.file(LOCK).exists, "a deploy that failed its gate kept the lock"
 
 
 def test_a_failed_gate_after_a_migration_goes_back_to_the_old_code_on_the_new_schema(host, app_repo, address):
@@ -258,6 +283,7 @@ def test_rollback_across_the_migration_is_refused(host):
     assert "expects migration revision 0002, the database is at 0003" in out
     assert "-e rollback_db=downgrade" in out and "pre-migrate-" in out
     assert version(host)["release"] == RELEASES["v2b"]
+    assert not host.file(LOCK).exists, "a refused rollback kept the lock"
 
 
 def test_check_mode_rollback_says_what_it_would_do_and_changes_nothing(host):
