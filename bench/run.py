@@ -311,41 +311,92 @@ def main() -> int:
         if not args.keep:
             subprocess.run(["python3", str(REPO / "scripts/testhost"), "down", NAME], capture_output=True)
     results["took_s"] = time.monotonic() - began
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
-    table = markdown(results)
+    latest = RESULTS / "latest.json"
+    previous = json.loads(latest.read_text()) if latest.exists() else None
+    if previous:
+        (RESULTS / "previous.json").write_text(latest.read_text())
+    latest.write_text(json.dumps(results, indent=1) + "\n")
+    table = markdown(results, previous)
     (RESULTS / "latest.md").write_text(table)
     print(table)
     return 0
 
 
-def markdown(r: dict) -> str:
-    m, p1, p2, p3, p4, p5, p6 = (r[k] for k in ("machine", "P1", "P2", "P3", "P4", "P5", "P6"))
-    rows = [
-        ("P1", "site.yml second run ÷ first run", f"{p1['second_over_first']:.2f}",
-         f"{p1['second_s']:.0f} s ÷ {p1['first_s']:.0f} s; changed={p1['second_changed']} (first {p1['first_changed']})"),
-        ("P2", "naive ansible.cfg ÷ ours, no-change run", f"{p2['naive_over_ours']:.2f}",
-         f"{p2['naive_s']:.0f} s ÷ {p2['ours_s']:.0f} s (no Mitogen, pipelining or ControlPersist)"),
-        ("P3", "req/s nginx → Gunicorn ÷ Gunicorn direct", f"{p3['nginx_over_direct']:.2f}",
-         f"{p3['nginx_to_gunicorn_rps']:.0f} (HTTPS) ÷ {p3['gunicorn_direct_rps']:.0f} (HTTP), /health"),
-        ("P3", "static file via nginx ÷ via Flask", f"{p3['static_nginx_over_flask']:.2f}",
-         f"{p3['static_nginx_rps']:.0f} ÷ {p3['static_flask_rps']:.0f} req/s"),
-        ("P3", "our Gunicorn settings ÷ `gunicorn wsgi:app`, DB endpoint", f"{p3['ours_over_defaults_db']:.2f}",
-         f"{p3['db_ours_rps']:.0f} ÷ {p3['db_defaults_rps']:.0f} req/s, /health/ready"),
-        ("P4", "code-only deploy ÷ first converge", f"{p4['code_only_over_first_converge']:.2f}",
-         f"{p4['code_only_deploy_s']:.0f} s ÷ {p4['first_converge_s']:.0f} s; rollback {p4['rollback_s']:.0f} s"),
-        *(("P5", f"p99 during a {run} ÷ at rest", f"{p5[f'{run}_p99_over_rest']:.2f}",
-           f"{p5[f'{run}_p99_ms']:.0f} ms ÷ {p5['rest_p99_ms']:.0f} ms; {p5[f'{run}_failed']} of "
-           f"{p5[f'{run}_requests']} failed; max {p5[f'{run}_max_ms']:.0f} ms") for run in ("deploy", "rollback")),
-        ("P6", "pg_restore -j2 (custom) ÷ psql (plain SQL)", f"{p6['custom_j2_over_plain']:.2f}",
-         f"{p6['restore_custom_j2_s']:.0f} s ÷ {p6['restore_plain_sql_s']:.0f} s, "
-         f"{p6['database_bytes'] / 2**20:.0f} MB database"),
-        ("P6", "custom dump size ÷ plain SQL dump size", f"{p6['custom_over_plain_size']:.2f}",
-         f"{p6['custom_dump_bytes'] / 2**20:.0f} MB ÷ {p6['plain_dump_bytes'] / 2**20:.0f} MB"),
-    ]
+# Each figure: its tag, what it is, how to read it from a results dict, its unit, and its goal (#16) if any.
+FIGURES = [
+    ("P1", "site.yml second run ÷ first run", lambda r: r["P1"]["second_over_first"], "", ("<=", 0.25)),
+    ("P2", "naive ansible.cfg ÷ ours, no-change run", lambda r: r["P2"]["naive_over_ours"], "", None),
+    ("P3", "req/s nginx → Gunicorn ÷ Gunicorn direct", lambda r: r["P3"]["nginx_over_direct"], "", None),
+    ("P3", "static file via nginx ÷ via Flask", lambda r: r["P3"]["static_nginx_over_flask"], "", None),
+    ("P3", "our Gunicorn settings ÷ `gunicorn wsgi:app`, DB endpoint", lambda r: r["P3"]["ours_over_defaults_db"],
+     "", None),
+    ("P4", "code-only deploy ÷ first converge", lambda r: r["P4"]["code_only_over_first_converge"], "", ("<=", 0.2)),
+    ("P4", "rollback to a release on disk, one host", lambda r: r["P4"]["rollback_s"], " s", ("<=", 10)),
+    ("P5", "longest request wait during a deploy", lambda r: r["P5"]["deploy_max_ms"], " ms", ("<=", 1000)),
+    ("P5", "longest request wait during a rollback", lambda r: r["P5"]["rollback_max_ms"], " ms", ("<=", 1000)),
+    ("P5", "p99 during a deploy ÷ at rest", lambda r: r["P5"]["deploy_p99_over_rest"], "", None),
+    ("P5", "p99 during a rollback ÷ at rest", lambda r: r["P5"]["rollback_p99_over_rest"], "", None),
+    ("P6", "pg_restore -j2 (custom) ÷ psql (plain SQL)", lambda r: r["P6"]["custom_j2_over_plain"], "", None),
+    ("P6", "custom dump size ÷ plain SQL dump size", lambda r: r["P6"]["custom_over_plain_size"], "", None),
+]
+
+
+def figure(read, results: dict | None) -> float | None:
+    try:
+        return float(read(results)) if results else None
+    except (KeyError, TypeError):
+        return None
+
+
+def shown(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.0f}{unit}" if unit else f"{value:.2f}"
+
+
+def details(r: dict) -> dict:
+    """What each figure was measured from, by tag and figure."""
+    p1, p2, p3, p4, p5, p6 = (r[k] for k in ("P1", "P2", "P3", "P4", "P5", "P6"))
+    return {
+        "site.yml second run ÷ first run":
+            f"{p1['second_s']:.0f} s ÷ {p1['first_s']:.0f} s; changed={p1['second_changed']} (first {p1['first_changed']})",
+        "naive ansible.cfg ÷ ours, no-change run":
+            f"{p2['naive_s']:.0f} s ÷ {p2['ours_s']:.0f} s (no Mitogen, pipelining or ControlPersist)",
+        "req/s nginx → Gunicorn ÷ Gunicorn direct":
+            f"{p3['nginx_to_gunicorn_rps']:.0f} (HTTPS) ÷ {p3['gunicorn_direct_rps']:.0f} (HTTP), /health",
+        "static file via nginx ÷ via Flask": f"{p3['static_nginx_rps']:.0f} ÷ {p3['static_flask_rps']:.0f} req/s",
+        "our Gunicorn settings ÷ `gunicorn wsgi:app`, DB endpoint":
+            f"{p3['db_ours_rps']:.0f} ÷ {p3['db_defaults_rps']:.0f} req/s, /health/ready",
+        "code-only deploy ÷ first converge": f"{p4['code_only_deploy_s']:.0f} s ÷ {p4['first_converge_s']:.0f} s",
+        "rollback to a release on disk, one host": "playbooks/rollback.yml, no migration",
+        **{f"longest request wait during a {run}": f"{p5[f'{run}_failed']} of {p5[f'{run}_requests']} failed"
+           for run in ("deploy", "rollback")},
+        **{f"p99 during a {run} ÷ at rest": f"{p5[f'{run}_p99_ms']:.0f} ms ÷ {p5['rest_p99_ms']:.0f} ms"
+           for run in ("deploy", "rollback")},
+        "pg_restore -j2 (custom) ÷ psql (plain SQL)":
+            f"{p6['restore_custom_j2_s']:.0f} s ÷ {p6['restore_plain_sql_s']:.0f} s, "
+            f"{p6['database_bytes'] / 2**20:.0f} MB database",
+        "custom dump size ÷ plain SQL dump size":
+            f"{p6['custom_dump_bytes'] / 2**20:.0f} MB ÷ {p6['plain_dump_bytes'] / 2**20:.0f} MB",
+    }
+
+
+def markdown(r: dict, previous: dict | None = None) -> str:
+    """The table: each figure beside the previous run's (bench/results/previous.json) and its goal."""
+    m = r["machine"]
+    said = details(r)
+    when = previous["machine"]["date"] if previous else "none"
     lines = [f"Measured {m['date']} on {m['cpus']} cores, {m['memory_gib']} GiB, {m['os']}; test host "
-             f"{m['test_host']}; the whole run took {r['took_s'] / 60:.0f} min.", "",
-             "| | figure | ratio | measured |", "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+             f"{m['test_host']}; the whole run took {r['took_s'] / 60:.0f} min. Previous run: {when}.", "",
+             "| | figure | now | previous | goal | measured |", "| --- | --- | --- | --- | --- | --- |"]
+    for tag, name, read, unit, goal in FIGURES:
+        now, before = figure(read, r), figure(read, previous)
+        if goal:
+            met = now is not None and now <= goal[1]
+            goal_text = f"≤ {shown(goal[1], unit)} ({'met' if met else 'not met'})"
+        else:
+            goal_text = ""
+        lines.append(f"| {tag} | {name} | {shown(now, unit)} | {shown(before, unit)} | {goal_text} | {said[name]} |")
     sec = r["security"]
     lines += ["", f"Security: sslyze (Mozilla intermediate) {sec['sslyze_mozilla_intermediate']}; "
               f"`systemd-analyze security notesapp.service` exposure {sec['systemd_exposure']} "
