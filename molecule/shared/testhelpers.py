@@ -142,6 +142,21 @@ def database_dump_digest(database: str) -> str:
     return f"runuser -u postgres -- pg_dump {database} | grep -v '^\\\\\\(un\\)\\?restrict ' | sha256sum"
 
 
+def https_connection(address: str, server_name: str, timeout: float = 60):
+    """An HTTPS connection to ADDRESS that names SERVER_NAME in the TLS handshake (SNI), as a browser does:
+    nginx's default server refuses a handshake without one of the site's names. Any certificate is
+    accepted (the certificate has its own tests)."""
+    import http.client
+    import ssl
+
+    class Connection(http.client.HTTPSConnection):
+        def connect(self):
+            http.client.HTTPConnection.connect(self)
+            self.sock = self._context.wrap_socket(self.sock, server_hostname=server_name)
+
+    return Connection(address, 443, timeout=timeout, context=ssl._create_unverified_context())
+
+
 class Load:
     """Steady load from a second process's point of view: threads sending GET requests over HTTPS to one
     address (any certificate accepted: the load counts answers, the certificate has its own tests).
@@ -170,10 +185,8 @@ class Load:
 
     def _run(self) -> None:
         import http.client
-        import ssl
         import time
 
-        context = ssl._create_unverified_context()
         conn = None
         while not self._stop.is_set():
             start = time.monotonic()
@@ -182,7 +195,7 @@ class Load:
                 reused = conn is not None
                 try:
                     if conn is None:
-                        conn = http.client.HTTPSConnection(self.address, 443, timeout=60, context=context)
+                        conn = https_connection(self.address, self.host_header)
                     conn.request("GET", self.path, headers={"Host": self.host_header})
                     response = conn.getresponse()
                     response.read()

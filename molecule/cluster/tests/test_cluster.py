@@ -53,7 +53,7 @@ def through_lb(address, path="/version"):
     """One request through the load balancer's nginx, as a browser would send it. It waits as long as nginx
     waits for a web host (nginx_proxy_read_timeout): a web host that is booting already accepts on its
     socket, and a request sent there waits for the app to start."""
-    conn = http.client.HTTPSConnection(address, 443, timeout=60, context=ssl._create_unverified_context())
+    conn = testhelpers.https_connection(address, DOMAIN)
     try:
         conn.request("GET", path, headers={"Host": DOMAIN})
         response = conn.getresponse()

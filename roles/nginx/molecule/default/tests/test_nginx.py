@@ -56,6 +56,41 @@ def test_http_redirects_to_https_except_the_challenge(host):
     assert status(r) == 200 and body(r).strip() == "token-content"
 
 
+def test_other_names_get_no_answer(host):
+    """From anywhere but loopback, the default server closes the connection for any other Host (curl: empty
+    reply, 52) and any other TLS server name or none (a refused handshake, 35, where nginx has
+    ssl_reject_handshake; else an empty reply after it). The site's own names still get their answers."""
+    address = host.ansible.get_variables()["ansible_host"]
+    at = f"curl -sS -k --max-time 10 --resolve evil.test:80:{address} --resolve evil.test:443:{address} " \
+         f"--resolve site.test:443:{address}"
+    assert host.run(f"{at} http://evil.test/").rc == 52
+    assert host.run(f"curl -sS --max-time 10 http://{address}/").rc == 52
+    tls = host.run(f"{at} https://evil.test/")
+    assert tls.rc in (35, 52), tls.stderr
+    assert host.run(f"curl -sS -k --max-time 10 https://{address}/").rc in (35, 52)
+    # the site's server name in the handshake, another Host in the request: no answer either
+    assert host.run(f"{at} -H 'Host: evil.test' https://site.test/").rc == 52
+    assert host.run(f"{at} -o /dev/null -w '%{{http_code}}' https://site.test/").stdout == "200"
+
+
+def test_internal_paths_answer_loopback_and_the_allowed_only(host):
+    """/metrics and /health/ready: loopback and nginx_internal_allow (the controller here) get the app's
+    answer; the host's own bridge address, like any other client, gets 403; other paths stay public."""
+    address = host.ansible.get_variables()["ansible_host"]
+    from_bridge = f"curl -sS -k -o /dev/null -w '%{{http_code}}' --max-time 10 --resolve site.test:443:{address}"
+    for path in ("/metrics", "/health/ready"):
+        assert status(curl(host, f"https://site.test{path}")) == 200
+        assert host.check_output(f"{from_bridge} https://site.test{path}") == "403"
+        assert controller_status(address, path) == 200
+    assert host.check_output(f"{from_bridge} https://site.test/health") == "200"
+
+
+def controller_status(address, path):
+    conn = testhelpers.https_connection(address, "site.test", timeout=10)
+    conn.request("GET", path, headers={"Host": "site.test"})
+    return conn.getresponse().status
+
+
 def test_proxy_headers_for_proxyfix(host):
     r = curl(host, "https://site.test/hello?x=1")
     assert status(r) == 200
@@ -132,6 +167,7 @@ def test_invalid_config_fails_with_nginx_error_and_keeps_the_old_one():
     ({"nginx_server_names": ["bad domain"]}, "not valid: bad domain"),
     ({"nginx_upstream_servers": ["127.0.0.1"]}, "nginx_upstream_servers entry 127.0.0.1 is neither"),
     ({"nginx_static_root": "/srv/site/static"}, 'must be an absolute directory ending in "/"'),
+    ({"nginx_internal_allow": ["monitoring.example.com"]}, "nginx_internal_allow entries are addresses"),
 ])
 def test_bad_input_stops_before_any_change(extra, message):
     testhelpers.assert_refused_before_any_change(extra, message)
