@@ -3,6 +3,7 @@
 import json
 import random
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule/shared"))
 import testhelpers  # noqa: E402
 
 GATEWAY = "10.77.0.1"
+DOMAIN = "allinone.test"
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,18 @@ def test_the_app_its_worker_and_its_job_run_sandboxed(host):
     analysis (roles/gunicorn's scenario checks the same on 22.04, molecule/otherapp on Debian 12)."""
     testhelpers.assert_sandboxed(host, ["notesapp.service", "notesapp-worker@1.service",
                                         "notesapp-job-stats.service"])
+
+
+def test_the_internet_sees_the_site_by_its_name_only(address):
+    """From outside the host (this machine): the site answers its name; another name, or none, gets no
+    answer (Ubuntu 24.04's nginx refuses the TLS handshake); the metrics and the readiness check are
+    refused (nginx_internal_allow is empty here), the liveness check is not."""
+    def status(path, name=DOMAIN):
+        conn = testhelpers.https_connection(address, name, timeout=10)
+        conn.request("GET", path, headers={"Host": name})
+        return conn.getresponse().status
+
+    assert status("/version") == 200 and status("/health") == 200
+    assert status("/metrics") == 403 and status("/health/ready") == 403
+    with pytest.raises(ssl.SSLError):
+        status("/", name="evil.test")
