@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, current_app
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, health, jobs, observability, views
@@ -42,10 +42,17 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(jobs.bp)
+    app.after_request(_content_security_policy)
     app.cli.add_command(jobs.worker_command)
     app.cli.add_command(jobs.stats_command)
     logging.getLogger("notesapp").info("app created", extra={"release": app.config["RELEASE_ID"]})
     return app
+
+
+def _content_security_policy(response):
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", current_app.config["CONTENT_SECURITY_POLICY"])
+    return response
 
 
 def _migrations_dir():

@@ -26,6 +26,14 @@ class Config:
     LIST_CACHE_SECONDS = int(os.environ.get("LIST_CACHE_SECONDS", "30"))
     RATELIMIT_WRITE = os.environ.get("RATELIMIT_WRITE", "30 per minute")
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    # Answer only these Host names (400 for others, so no link or redirect the app makes names another
+    # host): production reads them from $TRUSTED_HOSTS (comma-separated). None: any.
+    TRUSTED_HOSTS = None
+    # Sent with every HTML answer: scripts, styles and forms from this site only, never framed.
+    CONTENT_SECURITY_POLICY = ("default-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'")
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
     DEBUG = False
     TESTING = False
 
@@ -45,6 +53,9 @@ class TestingConfig(Config):
 
 class ProductionConfig(Config):
     DEBUG = False
+    # Served over HTTPS only (nginx redirects plain HTTP): cookies never travel in the clear.
+    SESSION_COOKIE_SECURE = True
+    REMEMBER_COOKIE_SECURE = True
 
     @classmethod
     def validate(cls) -> None:
@@ -60,6 +71,12 @@ class ProductionConfig(Config):
             raise ConfigError("DATABASE_URL is not set: set it to postgresql://USER:PASSWORD@HOST/DBNAME")
         cls.SECRET_KEY = secret
         cls.SQLALCHEMY_DATABASE_URI = os.environ["DATABASE_URL"]
+        cls.TRUSTED_HOSTS = trusted_hosts(os.environ.get("TRUSTED_HOSTS", ""))
+
+
+def trusted_hosts(value: str) -> list[str] | None:
+    """TRUSTED_HOSTS=app.example.com,www.example.com as Flask wants it; empty: any host."""
+    return [host.strip() for host in value.split(",") if host.strip()] or None
 
 
 def database_uri(url: str) -> str:

@@ -124,3 +124,25 @@ def test_database_url_uses_psycopg2(url):
     from notesapp.config import database_uri
 
     assert database_uri(url) == "postgresql+psycopg2://u:p@db/notes"
+
+
+def test_production_answers_its_trusted_hosts_only(monkeypatch, database_url):
+    """TRUSTED_HOSTS (the stack sets it from app_domains): another Host gets 400, so no link the app makes
+    can name it; the session cookie is Secure."""
+    monkeypatch.setenv("SECRET_KEY", STRONG)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("TRUSTED_HOSTS", "notes.example.com, www.notes.example.com")
+    app = create_app("production")
+    client = app.test_client()
+    assert client.get("/health", headers={"Host": "evil.example.net"}).status_code == 400
+    assert client.get("/health", headers={"Host": "notes.example.com"}).status_code == 200
+    assert client.get("/health", headers={"Host": "www.notes.example.com:443"}).status_code == 200
+    assert app.config["SESSION_COOKIE_SECURE"] is True and app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+def test_html_answers_carry_a_content_security_policy(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+    assert "Content-Security-Policy" not in client.get("/health").headers

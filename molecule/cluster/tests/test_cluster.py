@@ -70,7 +70,7 @@ def through_lb_under_load(addresses, label, action):
 def served(web):
     """The release a web host's own Gunicorn serves (asked on the host, at its private address)."""
     address = web.ansible.get_variables()["ansible_host"]
-    return json.loads(web.check_output(f"curl -sS --fail http://{address}:8000/version"))["release"]
+    return json.loads(web.check_output(f"curl -sS --fail -H 'Host: {DOMAIN}' http://{address}:8000/version"))["release"]
 
 
 def current(web):

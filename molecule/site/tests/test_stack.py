@@ -94,6 +94,15 @@ def test_app_environment_points_at_the_services(host):
     content = env.content_string
     assert 'DATABASE_URL="postgresql://notesapp:test-Postgres-password-0123456789@127.0.0.1/notesapp"' in content
     assert 'REDIS_URL="redis://notesapp:test-Redis-app-password-0123456789@127.0.0.1:6379/0"' in content
+    assert 'TRUSTED_HOSTS="allinone.test,localhost,127.0.0.1"' in content
+
+
+def test_the_app_refuses_a_host_it_does_not_serve(host):
+    """Behind nginx's default server, the app itself answers 400 to a Host that is not one of app_domains
+    (loopback reaches the site with any name: the default server guards the other addresses)."""
+    at = f"curl -sS -k -o /dev/null -w '%{{http_code}}' --resolve evil.test:443:127.0.0.1 --resolve {DOMAIN}:443:127.0.0.1"
+    assert host.check_output(f"{at} https://evil.test/version") == "400"
+    assert host.check_output(f"{at} https://{DOMAIN}/version") == "200"
 
 
 def test_nginx_serves_the_certificate_and_talks_to_the_app_socket(host):
