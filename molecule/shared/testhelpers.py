@@ -75,10 +75,12 @@ MARKER = "/run/flask-deploy-before-refusal"
 WATCHED = "/etc /srv /usr/local /opt"  # where the roles write: settings, the app, helpers
 
 
-def assert_refused_before_any_change(extra: dict, message: str, hosts: int = 3) -> None:
-    """Converge with one bad variable: the run must fail, say `message`, report no change on any host,
-    and leave no file written under WATCHED on any host (compared with a marker made just before)."""
+def assert_refused_before_any_change(extra: dict, message: str) -> None:
+    """Converge with one bad variable: the run must fail, say `message`, report no change on every host of
+    the scenario's inventory, and leave no file written under WATCHED on any host (compared with a marker
+    made just before)."""
     targets = all_hosts()
+    hosts = len(targets)
     for target in targets:
         target.check_output(f"touch {MARKER}")
     rc, output, recaps = converge_with(extra)

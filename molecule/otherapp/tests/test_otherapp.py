@@ -280,4 +280,4 @@ def test_a_missing_gunicorn_config_file_is_named_before_the_switch(host, app_rep
      "app_jobs: nightly: on_calendar=every night; see systemd.time(7)"),
 ])
 def test_bad_settings_are_refused_before_any_change(host, extra, message):
-    testhelpers.assert_refused_before_any_change(extra, message, hosts=1)
+    testhelpers.assert_refused_before_any_change(extra, message)

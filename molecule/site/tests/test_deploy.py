@@ -429,7 +429,7 @@ def test_logrotate_covers_every_log_the_stack_writes(host):
     ({"preflight_supported_os": ["Debian 12"]}, "runs Ubuntu 24.04, which this project does not support"),
 ])
 def test_preflight_refuses_bad_settings_before_any_change(host, extra, message):
-    testhelpers.assert_refused_before_any_change(extra, message, hosts=1)
+    testhelpers.assert_refused_before_any_change(extra, message)
 
 
 def test_preflight_refuses_an_inventory_without_a_group(host, tmp_path):
