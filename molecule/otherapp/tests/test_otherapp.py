@@ -221,7 +221,7 @@ def test_no_secret_on_any_command_line_or_in_any_log(host):
     found += [f"{name} in the controller's -vvv output" for name, value in secrets().items()
               if any(value in out for out in CONTROLLER_OUTPUT)]
     assert len(CONTROLLER_OUTPUT) == 3
-    assert found == []
+    assert found == [], "found:\n" + "\n".join(found)
 
 
 def test_a_header_that_does_not_name_the_release_fails_the_gate(host, app_repo):
