@@ -145,10 +145,11 @@ LOCK = "/srv/notesapp/.deploy-lock"
 
 def test_code_only_deploy_installs_nothing(host, app_repo):
     """...and while it runs, a second deploy (of another commit) refuses at once, says who holds the lock
-    and changes nothing; the first one ends normally and releases the lock."""
+    and changes nothing; the first one ends normally and releases the lock. A build step that sleeps holds
+    the first one long enough for the second to reach the lock on a machine of any speed."""
     venvs_before = host.check_output("ls /srv/notesapp/shared/venvs")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        first = pool.submit(deploy, app_repo, "v2b")
+        first = pool.submit(deploy, app_repo, "v2b", app_build_commands=["sleep 40"])
         for _ in range(240):
             if host.file(LOCK).exists or first.done():
                 break
