@@ -156,7 +156,8 @@ def test_code_only_deploy_installs_nothing(host, app_repo):
             time.sleep(0.5)
         assert host.file(LOCK).exists, first.result()[1][-3000:] if first.done() else "no lock after 120 s"
         start = time.monotonic()
-        rc2, out2 = deploy(app_repo, "broken")
+        # from another controller (its own clone of the repository), as a second person or CI would run it
+        rc2, out2 = deploy(app_repo, "broken", app_controller_cache_dir=str(app_repo.parent / "other-controller"))
         refused_in = time.monotonic() - start
         rc, out = first.result()
     flat = " ".join(out2.split())
