@@ -168,7 +168,12 @@ def test_deploy_with_a_migration_and_the_release_check_off(host, app_repo):
     sampler = f"while :; do ps -eww -o args=; sleep 0.05; done | awk '!seen[$0]++ {{ print; fflush() }}' > {SAMPLER}"
     host.check_output(f"systemd-run --quiet --unit=process-list-sampler --uid=nobody --gid=nogroup "
                       f"/bin/sh -c {shlex.quote(sampler)}")
-    rc, out = deploy(app_repo, "v2", TRACED, PLAIN_ANSIBLE, app_gate_release_check="none")
+    # with the secrets given to a build step too (app_build_with_secrets): the step sees them, the search
+    # below finds them nowhere
+    build = ["pybabel compile --directory bookshelf/translations",
+             'test -n "$DATABASE_URL" && test -n "$SECRET_KEY" && touch .built-with-secrets']
+    rc, out = deploy(app_repo, "v2", TRACED, PLAIN_ANSIBLE, app_gate_release_check="none",
+                     app_build_with_secrets=True, app_build_commands=build)
     CONTROLLER_OUTPUT.append(out)
     assert rc == 0, out[-3000:]
     RELEASES["v2"] = live_release(host)
@@ -176,6 +181,7 @@ def test_deploy_with_a_migration_and_the_release_check_off(host, app_repo):
     assert served_release(host) == RELEASES["v2"] == worker_release(host)
     assert database_revision(host) == "0002"
     assert host.file(f"{HOME}/shared/backups/pre-migrate-{RELEASES['v2']}.dump").exists
+    assert host.file(f"{HOME}/releases/{RELEASES['v2']}/.built-with-secrets").exists
 
 
 def test_rollback_with_its_downgrade(host):
