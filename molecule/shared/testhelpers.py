@@ -302,6 +302,15 @@ def git(repo, *args) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
+def what_held_requests(host, load: Load) -> str:
+    """For a load test's failure message: when the failed requests began (seconds into the load), and what
+    PostgreSQL (log_lock_waits), nginx and the app logged about waiting then."""
+    failed = [f"{start:.1f}s+{took:.1f}s" for start, took, good in load.samples if not good]
+    logs = host.run("tail -n 15 /var/log/postgresql/postgresql-*-main.log; tail -n 5 /var/log/nginx/*error.log; "
+                    "journalctl -q -n 20 --no-pager -u 'notesapp*' -p warning").stdout
+    return f"failed requests began at {failed}; the logs' last lines:\n{logs}"
+
+
 def make_app_history(repo: Path) -> dict[str, str]:
     """A git repository in `repo` with the reference app's history as a user's would grow: v1 (the app
     as committed here), v2 (a migration), v2b (a code-only change), broken (does not import), sick (never

@@ -307,7 +307,7 @@ def test_rollback_with_downgrade_under_load(host, address):
         time.sleep(2)
     print(f"\nrollback with downgrade under load: {load.summary()}")
     assert rc == 0, out[-3000:]
-    assert load.ok > 50 and load.failed == 0, load.summary()
+    assert load.ok > 50 and load.failed == 0, (load.summary(), testhelpers.what_held_requests(host, load))
     assert version(host)["release"] == RELEASES["v1"]
     assert host.check_output("runuser -u postgres -- psql -tAc \"SELECT to_regclass('note_tags')\" notesapp") == ""
     # the data the downgrade dropped is in a dump, and the run said where
