@@ -111,7 +111,8 @@ def boot(keep_inventory: Path) -> Host:
         "common_ntp_servers": ["10.77.0.1"],
         # P2's naive ansible.cfg opens one SSH connection per task, which ufw's SSH limit would refuse
         "common_firewall_ssh_limit": False,
-        **{k: secrets.token_urlsafe(32) for k in ("vault_app_secret_key", "vault_postgresql_app_password",
+        **{k: secrets.token_urlsafe(32) for k in ("vault_app_secret_key", "vault_postgresql_owner_password",
+                                                   "vault_postgresql_app_password",
                                                    "vault_redis_password", "vault_redis_app_password")}}
     (keep_inventory / "group_vars/all/main.yml").write_text(json.dumps(settings))
     host = Host(info, keep_inventory)

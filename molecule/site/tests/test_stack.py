@@ -2,6 +2,7 @@
 
 import json
 import random
+import shlex
 import socket
 import ssl
 import struct
@@ -80,19 +81,51 @@ def test_services_of_every_group_running(host):
         assert host.run(f"systemctl is-active {unit}").stdout.strip() == "active", unit
 
 
+OWNER_PASSWORD, APP_PASSWORD = "test-Postgres-owner-password-0123456789", "test-Postgres-password-0123456789"
+
+
+def as_db_user(host, user, password, sql):
+    return host.run(f"PGPASSWORD={password} psql -h localhost -U {user} -d notesapp -XAt -v ON_ERROR_STOP=1 "
+                    f"-c {shlex.quote(sql)}")
+
+
 def test_app_database_and_redis_user_work(host):
-    res = host.run("PGPASSWORD=test-Postgres-password-0123456789 psql -h localhost -U notesapp -d notesapp "
-                   "-XAtc 'SELECT current_user'")
-    assert res.stdout.strip() == "notesapp", res.stderr
+    res = as_db_user(host, "notesapp_app", APP_PASSWORD, "SELECT current_user")
+    assert res.stdout.strip() == "notesapp_app", res.stderr
     res = host.run("REDISCLI_AUTH=test-Redis-app-password-0123456789 redis-cli --user notesapp PING")
     assert res.stdout.strip() == "PONG"
+
+
+def test_the_app_user_reads_and_writes_rows_but_cannot_change_the_schema(host):
+    """The database and its tables belong to the owner role, which the migrations ran as; the app connects
+    as notesapp_app, which may read and write rows but neither drop a table nor create anything."""
+    owners = host.check_output("runuser -u postgres -- psql -XAtc \"SELECT DISTINCT tableowner FROM pg_tables "
+                               "WHERE schemaname = 'public'\" notesapp")
+    assert owners.split() == ["notesapp"], owners
+    assert host.check_output("runuser -u postgres -- psql -XAtc \"SELECT pg_get_userbyid(datdba) FROM pg_database "
+                             "WHERE datname = 'notesapp'\"") == "notesapp"
+    assert as_db_user(host, "notesapp_app", APP_PASSWORD, "SELECT count(*) FROM notes").rc == 0
+    res = as_db_user(host, "notesapp_app", APP_PASSWORD,
+                     "BEGIN; INSERT INTO notes (title, body, slug, created_at) VALUES ('rights', '', 'rights-test', now()); ROLLBACK")
+    assert res.rc == 0, res.stderr
+    res = as_db_user(host, "notesapp_app", APP_PASSWORD, "DROP TABLE notes")
+    assert res.rc != 0 and "must be owner of table notes" in res.stderr, res.stderr
+    res = as_db_user(host, "notesapp_app", APP_PASSWORD, "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    assert res.rc != 0 and "permission denied for schema public" in res.stderr, res.stderr
+    res = as_db_user(host, "notesapp_app", APP_PASSWORD, "CREATE TABLE t (id int)")
+    assert res.rc != 0 and "permission denied for schema public" in res.stderr, res.stderr
+    # the owner's URL is only in the migrations' file, root's
+    migration_env = host.file("/etc/notesapp/migration.env")
+    assert migration_env.mode == 0o600 and migration_env.user == "root"
+    assert OWNER_PASSWORD in migration_env.content_string
+    assert OWNER_PASSWORD not in host.file("/etc/notesapp/env").content_string
 
 
 def test_app_environment_points_at_the_services(host):
     env = host.file("/etc/notesapp/env")
     assert env.mode == 0o600
     content = env.content_string
-    assert 'DATABASE_URL="postgresql://notesapp:test-Postgres-password-0123456789@127.0.0.1/notesapp"' in content
+    assert f'DATABASE_URL="postgresql://notesapp_app:{APP_PASSWORD}@127.0.0.1/notesapp"' in content
     assert 'REDIS_URL="redis://notesapp:test-Redis-app-password-0123456789@127.0.0.1:6379/0"' in content
     assert 'TRUSTED_HOSTS="allinone.test,localhost,127.0.0.1"' in content
 

@@ -103,6 +103,12 @@ def test_default_privileges_let_reporter_read_app_tables(host):
     assert res.rc != 0 and "permission denied" in res.stderr
 
 
+def test_a_revoke_leaves_only_the_owner_creating_in_public(host):
+    res = psql(host, "CREATE TABLE t_reporter (id int)", user="reporter", password=REPORTER_PASSWORD)
+    assert res.rc != 0 and "permission denied for schema public" in res.stderr, (res.rc, res.stderr)
+    assert psql(host, "CREATE TABLE IF NOT EXISTS t_owner (id int)").rc == 0
+
+
 def test_extension_created(host):
     assert admin(host, "SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'").stdout.strip() == "pg_trgm"
 
