@@ -274,7 +274,8 @@ def test_a_failed_gate_after_a_migration_goes_back_to_the_old_code_on_the_new_sc
     failed = [r for r in releases(host) if r.endswith(HISTORY["sick-after-migrating"][:8])][0]
     host.check_output(
         f"systemd-run --quiet --wait --pipe --collect --uid=notesapp --gid=notesapp "
-        f"--property=EnvironmentFile=/etc/notesapp/env --working-directory=/srv/notesapp/releases/{failed} "
+        f"--property=EnvironmentFile=/etc/notesapp/env --property=EnvironmentFile=/etc/notesapp/migration.env "
+        f"--working-directory=/srv/notesapp/releases/{failed} "
         f"/srv/notesapp/releases/{failed}/venv/bin/flask --app wsgi:app db downgrade 0003")
 
 
@@ -365,13 +366,21 @@ def test_when_the_previous_release_fails_its_gate_too_the_deploy_says_so(host, a
     assert version(host)["release"] == current
 
 
-def test_cron_backup_job_runs_and_the_restore_drill_passes(host):
+def backup_now(host):
+    """Run the backup job exactly as cron would: its command, as its user, with cron's PATH."""
     line = [entry for entry in host.file("/etc/cron.d/pg-backup").content_string.splitlines()
             if entry and not entry.startswith(("#", "SHELL", "PATH"))][0]
     fields = line.split(None, 6)
     assert fields[5] == "postgres"
-    # trigger the job exactly as cron would: its command, as its user, with cron's PATH
     host.check_output(f"runuser -u postgres -- env PATH=/usr/sbin:/usr/bin:/sbin:/bin sh -c {shlex.quote(fields[6])}")
+
+
+def databases(host):
+    return host.check_output("runuser -u postgres -- psql -XAtc 'SELECT datname FROM pg_database'").split()
+
+
+def test_cron_backup_job_runs_and_the_restore_drill_passes(host):
+    backup_now(host)
     status = json.loads(host.file("/var/backups/postgresql/status.json").content_string)
     backup = status["path"]
     assert host.run(f"cd {backup} && sha256sum --check SHA256SUMS").rc == 0
@@ -389,6 +398,97 @@ def test_cron_backup_job_runs_and_the_restore_drill_passes(host):
 def test_a_second_run_while_one_holds_the_lock_stops(host):
     res = host.run("runuser -u postgres -- flock /var/backups/postgresql/.lock /usr/local/sbin/pg-backup")
     assert res.rc == 75 and "another backup holds" in res.stderr
+
+
+def test_a_restore_the_live_release_does_not_fit_changes_nothing(host):
+    """The live release expects another migration revision than the backup holds: the restored copy is
+    dropped, the site never leaves, and the message names the release to roll back to first."""
+    revision_file = "/srv/notesapp/current/.migration-revision"
+    expected = host.file(revision_file).content_string
+    host.check_output(f"echo 9999 > {revision_file}")
+    try:
+        rc, out = testhelpers.run_playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp"})
+    finally:
+        host.check_output(f"printf %s {shlex.quote(expected)} > {revision_file}")
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "Not restored: the database in the backup is at migration revision 0003" in flat, out[-3000:]
+    assert "expects 9999" in flat and "playbooks/rollback.yml -e release=" in flat
+    assert "Nothing was changed" in flat
+    assert "notesapp_restoring" not in databases(host)
+    assert not [name for name in databases(host) if name.startswith("notesapp_before_restore_")]
+    assert not host.file("/var/www/maintenance/notesapp/on").exists
+    assert host.service("notesapp.service").is_running
+
+
+class Probe:
+    """GET / from the controller (not loopback, which the maintenance page spares) every 0.2 s: the
+    status, Retry-After and whether the maintenance page's title was in the body, per answer."""
+
+    def __init__(self, address):
+        import threading
+
+        self.address, self.answers, self._stop = address, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                conn = testhelpers.https_connection(self.address, DOMAIN, timeout=10)
+                conn.request("GET", "/", headers={"Host": DOMAIN})
+                response = conn.getresponse()
+                body = response.read().decode(errors="replace")
+                self.answers.append((response.status, response.getheader("Retry-After"), "Back in a moment" in body))
+                conn.close()
+            except OSError as exc:
+                self.answers.append((0, None, str(exc)))
+            time.sleep(0.2)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_a_real_restore_shows_the_maintenance_page_and_swaps_in_the_backup(host, address):
+    """Rows written before the backup are back, rows written after it are not (they stay in the replaced
+    database, kept until the next restore succeeds); meanwhile the site answered 503 with Retry-After and
+    the maintenance page, never an error of its own; afterwards the app is ready and writes again."""
+    kept = api(host, "POST", "/api/notes", {"title": "Before the backup", "body": "kept"})["id"]
+    backup_now(host)
+    lost = api(host, "POST", "/api/notes", {"title": "After the backup", "body": "lost"})["id"]
+    with Probe(address) as probe:
+        rc, out = testhelpers.run_playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp"})
+    assert rc == 0, out[-3000:]
+    statuses = {status for status, _, _ in probe.answers}
+    print(f"\nreal restore: {len(probe.answers)} probes, statuses {sorted(statuses)}")
+    assert (503, "300", True) in probe.answers, probe.answers
+    assert statuses <= {200, 503}, probe.answers
+    assert probe.answers[-1][0] == 200
+    assert api(host, "GET", f"/api/notes/{kept}")["title"] == "Before the backup"
+    code = f"curl -sS -k -o /dev/null -w '%{{http_code}}' --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}"
+    assert host.check_output(f"{code}/api/notes/{lost}") == "404"
+    assert host.check_output(f"{code}/health/ready") == "200"
+    replaced = [name for name in databases(host) if name.startswith("notesapp_before_restore_")]
+    assert len(replaced) == 1 and replaced[0] in " ".join(out.split()), (replaced, out[-2000:])
+    assert host.check_output(f"runuser -u postgres -- psql -XAtc 'SELECT title FROM notes WHERE id = {lost}' "
+                             f"{replaced[0]}") == "After the backup"
+    # restored as the owner role, as the migrations made it: the app's user still reads and writes
+    assert host.check_output("runuser -u postgres -- psql -XAtc \"SELECT DISTINCT tableowner FROM pg_tables "
+                             "WHERE schemaname = 'public'\" notesapp") == "notesapp"
+    assert api(host, "POST", "/api/notes", {"title": "After the restore", "body": ""})["id"]
+    assert not host.file("/var/www/maintenance/notesapp/on").exists
+    # the worker and the timer came back with the web service
+    assert host.service("notesapp-worker@1.service").is_running
+    assert host.run("systemctl is-active notesapp-job-stats.timer").stdout.strip() == "active"
+    # a second restore succeeds too, and only then goes the database the first one replaced
+    rc, out = testhelpers.run_playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp"})
+    assert rc == 0, out[-3000:]
+    now_replaced = [name for name in databases(host) if name.startswith("notesapp_before_restore_")]
+    assert len(now_replaced) == 1 and now_replaced != replaced, (replaced, now_replaced)
 
 
 def test_a_corrupted_dump_fails_the_drill(host):
