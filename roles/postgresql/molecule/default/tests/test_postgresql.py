@@ -109,6 +109,13 @@ def test_a_revoke_leaves_only_the_owner_creating_in_public(host):
     assert psql(host, "CREATE TABLE IF NOT EXISTS t_owner (id int)").rc == 0
 
 
+def test_it_listens_on_an_address_that_is_not_up_yet(host):
+    """192.0.2.10 is in listen_addresses but on no interface: with ip_nonlocal_bind PostgreSQL binds it
+    anyway (without, it skips it with a warning and never listens there)."""
+    assert host.run("ip -o address show | grep -q ' 192.0.2.10/'").rc != 0
+    assert "192.0.2.10:5432" in host.check_output("ss -ltnH 'sport = :5432'")
+
+
 def test_extension_created(host):
     assert admin(host, "SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'").stdout.strip() == "pg_trgm"
 
@@ -131,7 +138,8 @@ def test_address_outside_the_list_refused(hostvars):
 
 def test_listens_only_on_configured_addresses(host, hostvars):
     listening = {s for s in host.socket.get_listening_sockets() if s.endswith(":5432")}
-    allowed = {"tcp://127.0.0.1:5432", "tcp://::1:5432", f"tcp://{hostvars['ansible_host']}:5432"}
+    allowed = {"tcp://127.0.0.1:5432", "tcp://::1:5432", f"tcp://{hostvars['ansible_host']}:5432",
+               "tcp://192.0.2.10:5432"}
     assert listening and listening <= allowed, listening
 
 
@@ -181,4 +189,8 @@ def test_zz_data_survives_a_reboot(host, hostvars, version):
     res = testhelpers.ssh(hostvars, f"for i in $(seq 50); do systemctl is-active -q postgresql@{version}-main && break; "
                                     f"sleep 0.2; done; PGPASSWORD='{APP_PASSWORD}' psql -h 127.0.0.1 -U app -d app "
                                     f"-XAtq -c \"SELECT count(*) FROM t_reboot WHERE v = '{marker}'\"")
+    assert res.returncode == 0 and res.stdout.strip() == "1", res.stderr
+    # the address comes up after the server started: it is served there without a restart
+    res = testhelpers.ssh(hostvars, f"ip address add 192.0.2.10/32 dev lo && PGPASSWORD='{APP_PASSWORD}' "
+                                    "PGCONNECT_TIMEOUT=5 psql -h 192.0.2.10 -U app -d app -XAtq -c 'SELECT 1'")
     assert res.returncode == 0 and res.stdout.strip() == "1", res.stderr

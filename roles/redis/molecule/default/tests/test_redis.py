@@ -91,7 +91,7 @@ def test_app_user_cannot_run_dangerous_commands(host):
 
 def test_listens_only_where_configured(host, hostvars):
     tcp = {s for s in host.socket.get_listening_sockets() if s.startswith("tcp") and s.endswith(":6379")}
-    assert tcp == {"tcp://127.0.0.1:6379", f"tcp://{hostvars['ansible_host']}:6379"}
+    assert tcp == {"tcp://127.0.0.1:6379", f"tcp://{hostvars['ansible_host']}:6379", "tcp://192.0.2.10:6379"}
     sock = host.file("/run/redis/redis-server.sock")
     assert sock.is_socket and sock.group == "redis" and sock.mode == 0o770
 
@@ -144,6 +144,13 @@ def test_bad_input_stops_before_any_change(extra, message):
     testhelpers.assert_refused_before_any_change(extra, message)
 
 
+def test_it_listens_on_an_address_that_is_not_up_yet(host):
+    """192.0.2.10 is in redis_bind but on no interface: with ip_nonlocal_bind Redis binds it anyway
+    (without, it refuses to start)."""
+    assert host.run("ip -o address show | grep -q ' 192.0.2.10/'").rc != 0
+    assert "192.0.2.10:6379" in host.check_output("ss -ltnH 'sport = :6379'")
+
+
 def test_zz_data_survives_a_reboot(host, hostvars):
     """Last in the file: the host reboots, so later tests would find stale SSH connections."""
     marker = uuid.uuid4().hex
@@ -151,4 +158,8 @@ def test_zz_data_survives_a_reboot(host, hostvars):
     testhelpers.reboot(hostvars["ansible_host"])
     res = testhelpers.ssh(hostvars, "for i in $(seq 50); do systemctl is-active -q redis-server && break; sleep 0.2; "
                                     f"done; REDISCLI_AUTH={shlex.quote(APP)} redis-cli --user app GET reboot-marker")
+    assert res.returncode == 0 and res.stdout.strip() == marker, res.stderr
+    # the address comes up after Redis started: it is served there without a restart
+    res = testhelpers.ssh(hostvars, f"ip address add 192.0.2.10/32 dev lo && REDISCLI_AUTH={shlex.quote(APP)} "
+                                    "redis-cli -h 192.0.2.10 --user app GET reboot-marker")
     assert res.returncode == 0 and res.stdout.strip() == marker, res.stderr
