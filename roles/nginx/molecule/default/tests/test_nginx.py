@@ -92,6 +92,31 @@ def controller_status(address, path):
     return conn.getresponse().status
 
 
+def test_the_maintenance_page_spares_loopback_and_answers_when_the_app_is_down(host):
+    """While the flag file exists, a client that is not loopback gets 503 with Retry-After and the page,
+    on every path; loopback still reaches the app. With the app down, everyone gets the page with 502."""
+    address = host.ansible.get_variables()["ansible_host"]
+    from_bridge = f"curl -sS -k -i --max-time 10 --resolve site.test:443:{address} https://site.test/api/x"
+    flag = "/var/www/maintenance/site/on"
+    assert host.file("/var/www/maintenance/site/index.html").contains("Back in a moment")
+    host.check_output(f"touch {flag}")
+    try:
+        res = host.run(from_bridge)
+        assert status(res) == 503 and headers(res)["retry-after"] == "300", res.stdout
+        assert "Back in a moment" in body(res) and "strict-transport-security" in headers(res)
+        assert controller_status(address, "/static/app.css") == 503
+        assert status(curl(host, "https://site.test/")) == 200
+    finally:
+        host.check_output(f"rm -f {flag}")
+    assert status(host.run(from_bridge)) == 200
+    host.check_output("systemctl stop echo-upstream")
+    try:
+        res = curl(host, "https://site.test/")
+        assert status(res) == 502 and "Back in a moment" in body(res), res.stdout
+    finally:
+        host.check_output("systemctl start echo-upstream")
+
+
 def test_proxy_headers_for_proxyfix(host):
     r = curl(host, "https://site.test/hello?x=1")
     assert status(r) == 200
