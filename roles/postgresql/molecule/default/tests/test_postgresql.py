@@ -81,6 +81,7 @@ def test_hba_holds_only_the_configured_rules(host, version):
         ["host", "app", "app", "127.0.0.1/32", "scram-sha-256"],
         ["host", "app", "app", "10.77.0.1/32", "scram-sha-256"],
         ["host", "app", "reporter", "127.0.0.1/32", "scram-sha-256"],
+        ["host", "app", "app", "192.0.2.10/32", "scram-sha-256"],
     ]
 
 
