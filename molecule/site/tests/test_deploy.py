@@ -284,7 +284,11 @@ def test_rollback_across_the_migration_is_refused(host):
     assert rc != 0
     assert f"Refusing to roll back to {RELEASES['v1']}" in out, out[-3000:]
     assert "expects migration revision 0002, the database is at 0003" in out
-    assert "-e rollback_db=downgrade" in out and "pre-migrate-" in out
+    flat = " ".join(out.split())
+    # v2b changed code only: no dump from before its migration, so the way back names a backup
+    assert "-e rollback_db=downgrade" in flat
+    assert (f"ansible-playbook playbooks/restore.yml -e backup_restore_confirm=notesapp -e backup_restore_from=STAMP "
+            f"-e release={RELEASES['v1']}") in flat, out[-3000:]
     assert version(host)["release"] == RELEASES["v2b"]
     assert not host.file(LOCK).exists, "a refused rollback kept the lock"
 
@@ -489,6 +493,32 @@ def test_a_real_restore_shows_the_maintenance_page_and_swaps_in_the_backup(host,
     assert rc == 0, out[-3000:]
     now_replaced = [name for name in databases(host) if name.startswith("notesapp_before_restore_")]
     assert len(now_replaced) == 1 and now_replaced != replaced, (replaced, now_replaced)
+
+
+def test_a_pre_migration_dump_restores_with_the_release_that_fits_it(host):
+    """The dump a deploy took before migrating 0002 -> 0003, restored with v1's code (which expects 0002):
+    the command a refused rollback names. v1 serves on the database as it was before that migration."""
+    pre_migrate = None
+    for name in host.check_output("ls /srv/notesapp/shared/backups").split():
+        release = name.removeprefix("pre-migrate-").removesuffix(".dump")
+        revision = host.file(f"/srv/notesapp/releases/{release}/.migration-revision")
+        if name.startswith("pre-migrate-") and revision.exists and revision.content_string.strip() == "0003":
+            pre_migrate = f"/srv/notesapp/shared/backups/{name}"
+    assert pre_migrate, host.check_output("ls -l /srv/notesapp/shared/backups")
+    assert version(host)["release"] != RELEASES["v1"]
+    rc, out = testhelpers.run_playbook("playbooks/restore.yml", {
+        "backup_restore_confirm": "notesapp", "backup_restore_dump": f"allinone:{pre_migrate}",
+        "release": RELEASES["v1"]})
+    assert rc == 0, out[-3000:]
+    assert version(host)["release"] == RELEASES["v1"]
+    assert host.check_output("runuser -u postgres -- psql -XAtc 'SELECT version_num FROM alembic_version' notesapp") \
+        == "0002"
+    assert host.check_output("runuser -u postgres -- psql -XAtc \"SELECT to_regclass('note_tags')\" notesapp") == ""
+    assert host.check_output(f"curl -sS -k -o /dev/null -w '%{{http_code}}' --resolve {DOMAIN}:443:127.0.0.1 "
+                             f"https://{DOMAIN}/health/ready") == "200"
+    # the imported copy went after the restore; the original dump stays where it was
+    assert host.run("ls /var/backups/postgresql/imported/*/notesapp.dump").rc != 0
+    assert host.file(pre_migrate).exists
 
 
 def test_a_corrupted_dump_fails_the_drill(host):
