@@ -404,6 +404,33 @@ def test_a_second_run_while_one_holds_the_lock_stops(host):
     assert res.rc == 75 and "another backup holds" in res.stderr
 
 
+def outside_status(address, path="/"):
+    """Status and Retry-After of a GET from the controller, a client that is not loopback."""
+    conn = testhelpers.https_connection(address, DOMAIN, timeout=10)
+    conn.request("GET", path, headers={"Host": DOMAIN})
+    response = conn.getresponse()
+    response.read()
+    return response.status, response.getheader("Retry-After")
+
+
+def test_the_maintenance_playbook_turns_the_page_on_and_off(host, address):
+    rc, out = testhelpers.run_playbook("playbooks/maintenance.yml", {"maintenance": "sometimes"})
+    assert rc != 0 and "maintenance=sometimes: give -e maintenance=on or -e maintenance=off" in out, out[-2000:]
+    assert outside_status(address)[0] == 200
+    rc, out = testhelpers.run_playbook("playbooks/maintenance.yml", {"maintenance": "on"})
+    assert rc == 0, out[-2000:]
+    try:
+        assert outside_status(address) == (503, "300")
+        assert outside_status(address, "/api/notes") == (503, "300")
+        # the app runs on, and loopback (the deploy's gate, your checks on the host) still reaches it
+        assert host.service("notesapp.service").is_running
+        assert version(host)["release"]
+    finally:
+        rc, out = testhelpers.run_playbook("playbooks/maintenance.yml", {"maintenance": "off"})
+    assert rc == 0, out[-2000:]
+    assert outside_status(address)[0] == 200
+
+
 def test_a_restore_the_live_release_does_not_fit_changes_nothing(host):
     """The live release expects another migration revision than the backup holds: the restored copy is
     dropped, the site never leaves, and the message names the release to roll back to first."""
