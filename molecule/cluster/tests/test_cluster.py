@@ -268,6 +268,29 @@ def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_re
     assert served(hosts["web1"]) == served(hosts["web2"]) != RELEASES["v2"]
 
 
+def test_a_dump_on_a_web_host_restores_on_the_db_host_behind_the_lb_maintenance_page(hosts, addresses):
+    """A dump made on web1 (as the deploy makes its pre-migration dumps) is restored for real: it comes to
+    the db host through the controller, the lb shows the maintenance page, both web hosts stop, the
+    databases swap, both start again and serve through the lb; the replaced database is kept."""
+    live = served(hosts["web1"])
+    hosts["web1"].check_output(
+        "systemd-run --quiet --wait --pipe --collect --property=EnvironmentFile=/etc/notesapp/env "
+        "--property=EnvironmentFile=/etc/notesapp/migration.env /usr/local/lib/flask-deploy/with-libpq-env -- "
+        "pg_dump --format=custom --file=/root/now.dump")
+    rc, out = testhelpers.run_playbook("playbooks/restore.yml", {
+        "backup_restore_confirm": "notesapp", "backup_restore_dump": "web1:/root/now.dump"})
+    assert rc == 0, out[-3000:]
+    assert "PLAY [Show the maintenance page]" in out and "lb " in out
+    for web in ("web1", "web2"):
+        assert served(hosts[web]) == live == current(hosts[web])
+        assert hosts[web].service("notesapp.service").is_running
+    databases = hosts["db"].check_output("runuser -u postgres -- psql -XAtc 'SELECT datname FROM pg_database'").split()
+    assert [name for name in databases if name.startswith("notesapp_before_restore_")], databases
+    assert not hosts["lb"].file("/var/www/maintenance/notesapp/on").exists
+    assert through_lb(addresses["lb"])[1]["release"] == live
+    assert hosts["web1"].file("/root/now.dump").exists  # the original stays
+
+
 def test_preflight_refuses_a_split_topology_without_private_addresses(hosts, tmp_path):
     import yaml
 
