@@ -115,6 +115,8 @@ def test_the_maintenance_page_spares_loopback_and_answers_when_the_app_is_down(h
         assert status(res) == 502 and "Back in a moment" in body(res), res.stdout
     finally:
         host.check_output("systemctl start echo-upstream")
+        host.run("for i in $(seq 50); do curl -sk --fail -o /dev/null --resolve site.test:443:127.0.0.1 "
+                 "https://site.test/ && break; sleep 0.2; done")
 
 
 def test_proxy_headers_for_proxyfix(host):
