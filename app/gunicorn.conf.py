@@ -4,7 +4,14 @@ import multiprocessing
 import os
 import tempfile
 
-from prometheus_client import multiprocess as _prometheus_multiprocess
+# Prometheus metrics from every worker add up in one directory, which the app's /metrics reads whole. It
+# must be set before prometheus_client is imported: the library picks per-process or shared values at
+# import, here in the master, and the workers inherit that choice. A new directory at each start (and
+# the service's private /tmp) means no counts of an earlier run are read back.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="notesapp-metrics-")
+
+from prometheus_client import multiprocess as _prometheus_multiprocess  # noqa: E402
 
 # Listen where systemd's socket or the environment says; a unix socket by default behind nginx.
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
@@ -27,11 +34,6 @@ access_log_format = (
     '"path": "%(U)s", "query": "%(q)s", "status": %(s)s, "bytes": "%(B)s", "duration_ms": %(M)s, '
     '"agent": "%(a)s"}'
 )
-
-# Prometheus metrics from every worker add up in one directory; the app's /metrics reads them all.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="notesapp-metrics-")
-
 
 def child_exit(server, worker):
     _prometheus_multiprocess.mark_process_dead(worker.pid)

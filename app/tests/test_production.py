@@ -75,13 +75,15 @@ def request(url, data=None):
 
 
 @pytest.fixture
-def gunicorn(app, database_url, redis_server, tmp_path):
+def gunicorn(app, database_url, redis_server):
+    """Gunicorn with gunicorn.conf.py and the environment the deployed service has (no
+    PROMETHEUS_MULTIPROC_DIR: the config makes it), three workers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = prod_env(SECRET_KEY=STRONG, DATABASE_URL=database_url, REDIS_URL=redis_server["url"],
-                   WEB_CONCURRENCY="2", GUNICORN_BIND=f"127.0.0.1:{port}", APP_RELEASE="r1", APP_COMMIT="c1",
-                   PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+                   WEB_CONCURRENCY="3", GUNICORN_BIND=f"127.0.0.1:{port}", APP_RELEASE="r1", APP_COMMIT="c1")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=APP_DIR,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -101,12 +103,19 @@ def test_gunicorn_serves_the_app_in_production(gunicorn):
     assert request(f"{base}/version") == (200, json.dumps({"commit": "c1", "host": socket.gethostname(),
                                                            "release": "r1"}, separators=(",", ":")) + "\n")
     assert request(f"{base}/api/notes", b'{"title": ""}')[0] == 422
+    before = health_count(request(f"{base}/metrics")[1])
+    assert before >= 1  # the readiness wait's answer
     for _ in range(30):
         assert request(f"{base}/health")[0] == 200
-    # every request counted, whichever of the two workers served it
-    metrics = request(f"{base}/metrics")[1]
+    # every request counted once, whichever of the three workers served it; /metrics itself is not
+    # counted, so every worker answers /metrics with the same sum
+    for _ in range(6):
+        assert health_count(request(f"{base}/metrics")[1]) == before + 30
+
+
+def health_count(metrics: str) -> float:
     counted = re.search(r'http_requests_total\{endpoint="/health",method="GET",status="200"\} (\S+)', metrics)
-    assert counted and float(counted.group(1)) >= 31  # 30 here + the readiness wait's probes
+    return float(counted.group(1)) if counted else 0.0
 
 
 def test_gunicorn_refuses_weak_secret(database_url):

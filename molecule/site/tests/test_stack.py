@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 import shlex
 import socket
 import ssl
@@ -172,3 +173,21 @@ def test_the_internet_sees_the_site_by_its_name_only(address):
     assert status("/metrics") == 403 and status("/health/ready") == 403
     with pytest.raises(ssl.SSLError):
         status("/", name="evil.test")
+
+
+def test_metrics_add_up_across_the_workers(host):
+    """N requests through nginx add exactly N to the request counter on /metrics, whichever Gunicorn
+    worker served each and whichever answers /metrics (the service runs several)."""
+    at = f"curl -sS -k --fail --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}"
+
+    def health_count():
+        metrics = host.check_output(f"{at}/metrics")
+        counted = re.search(r'http_requests_total\{endpoint="/health",method="GET",status="200"\} (\S+)', metrics)
+        return float(counted.group(1)) if counted else 0.0
+
+    assert int(host.check_output("systemctl show -p MainPID --value notesapp.service")) > 0
+    workers = host.check_output("pgrep -c -P $(systemctl show -p MainPID --value notesapp.service)")
+    assert int(workers) >= 2, workers
+    before = health_count()
+    host.check_output(f"for i in $(seq 40); do {at}/health -o /dev/null; done")
+    assert [health_count() for _ in range(5)] == [before + 40] * 5
