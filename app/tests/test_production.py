@@ -77,12 +77,13 @@ def request(url, data=None):
 @pytest.fixture
 def gunicorn(app, database_url, redis_server):
     """Gunicorn with gunicorn.conf.py and the environment the deployed service has (no
-    PROMETHEUS_MULTIPROC_DIR: the config makes it), three workers."""
+    PROMETHEUS_MULTIPROC_DIR: the config makes it), three workers, each recycled after 10 requests."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = prod_env(SECRET_KEY=STRONG, DATABASE_URL=database_url, REDIS_URL=redis_server["url"],
-                   WEB_CONCURRENCY="3", GUNICORN_BIND=f"127.0.0.1:{port}", APP_RELEASE="r1", APP_COMMIT="c1")
+                   WEB_CONCURRENCY="3", GUNICORN_BIND=f"127.0.0.1:{port}", APP_RELEASE="r1", APP_COMMIT="c1",
+                   GUNICORN_MAX_REQUESTS="10", GUNICORN_MAX_REQUESTS_JITTER="0")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=APP_DIR,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -107,8 +108,8 @@ def test_gunicorn_serves_the_app_in_production(gunicorn):
     assert before >= 1  # the readiness wait's answer
     for _ in range(30):
         assert request(f"{base}/health")[0] == 200
-    # every request counted once, whichever of the three workers served it; /metrics itself is not
-    # counted, so every worker answers /metrics with the same sum
+    # every request counted once, whichever of the three workers served it, also by workers that have
+    # been recycled since; /metrics itself is not counted, so every worker answers with the same sum
     for _ in range(6):
         assert health_count(request(f"{base}/metrics")[1]) == before + 30
 
