@@ -107,8 +107,13 @@ def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None
         command += ["-e", f"@{settings}"]
     if extra:
         command += ["-e", json.dumps(extra)]
-    res = subprocess.run(command + [str(REPO / playbook)], capture_output=True, text=True, timeout=timeout,
-                         env={**_ansible_env(), **(env or {})})
+    try:
+        res = subprocess.run(command + [str(REPO / playbook)], capture_output=True, text=True, timeout=timeout,
+                             env={**_ansible_env(), **(env or {})})
+    except subprocess.TimeoutExpired as exc:  # what it printed until then says where it hung
+        text = "".join(part.decode(errors="replace") if isinstance(part, bytes) else (part or "")
+                       for part in (exc.stdout, exc.stderr))
+        return 124, f"{text}\n[run_playbook: {playbook} still ran after {timeout} s and was stopped]"
     return res.returncode, res.stdout + res.stderr
 
 
