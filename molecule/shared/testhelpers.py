@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -107,14 +108,17 @@ def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None
         command += ["-e", f"@{settings}"]
     if extra:
         command += ["-e", json.dumps(extra)]
+    # Its own process group: on a timeout the forked workers go too, not only ansible-playbook (orphans
+    # of a hung run went on burning a CPU under the next scenarios).
+    proc = subprocess.Popen(command + [str(REPO / playbook)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**_ansible_env(), **(env or {})}, start_new_session=True)
     try:
-        res = subprocess.run(command + [str(REPO / playbook)], capture_output=True, text=True, timeout=timeout,
-                             env={**_ansible_env(), **(env or {})})
-    except subprocess.TimeoutExpired as exc:  # what it printed until then says where it hung
-        text = "".join(part.decode(errors="replace") if isinstance(part, bytes) else (part or "")
-                       for part in (exc.stdout, exc.stderr))
-        return 124, f"{text}\n[run_playbook: {playbook} still ran after {timeout} s and was stopped]"
-    return res.returncode, res.stdout + res.stderr
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()  # what it printed until then says where it hung
+        return 124, f"{stdout}{stderr}\n[run_playbook: {playbook} still ran after {timeout} s and was stopped]"
+    return proc.returncode, stdout + stderr
 
 
 def deploy_state(host, app: str = "notesapp", database: bool = True) -> str:
