@@ -268,19 +268,16 @@ def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_re
     assert served(hosts["web1"]) == served(hosts["web2"]) != RELEASES["v2"]
 
 
-def test_a_dump_on_a_web_host_restores_on_the_db_host_behind_the_lb_maintenance_page(hosts, addresses):
-    """A dump made on web1 (as the deploy makes its pre-migration dumps) is restored for real: it comes to
-    the db host through the controller, the lb shows the maintenance page, both web hosts stop, the
-    databases swap, both start again and serve through the lb; the replaced database is kept."""
+def test_a_real_restore_across_the_hosts_behind_the_lb_maintenance_page(hosts, addresses):
+    """A backup made on the db host restored for real: the lb shows the maintenance page, both web hosts stop,
+    the databases swap on the db host, both web hosts start and serve through the lb again; the replaced
+    database is kept."""
     live = served(hosts["web1"])
-    hosts["web1"].check_output(
-        "systemd-run --quiet --wait --pipe --collect --property=EnvironmentFile=/etc/notesapp/env "
-        "--property=EnvironmentFile=/etc/notesapp/migration.env /usr/local/lib/flask-deploy/with-libpq-env -- "
-        "pg_dump --format=custom --file=/root/now.dump")
-    rc, out = testhelpers.run_playbook("playbooks/restore.yml", {
-        "backup_restore_confirm": "notesapp", "backup_restore_dump": "web1:/root/now.dump"})
+    rc, out = testhelpers.run_playbook("playbooks/backup.yml")
     assert rc == 0, out[-3000:]
-    assert "PLAY [Show the maintenance page]" in out
+    rc, out = testhelpers.run_playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp"})
+    assert rc == 0, out[-3000:]
+    assert "changed: [lb]" in out.split("PLAY [Show the maintenance page]")[1].split("PLAY [")[0], out[-3000:]
     for web in ("web1", "web2"):
         assert served(hosts[web]) == live == current(hosts[web])
         assert hosts[web].service("notesapp.service").is_running
@@ -288,7 +285,27 @@ def test_a_dump_on_a_web_host_restores_on_the_db_host_behind_the_lb_maintenance_
     assert [name for name in databases if name.startswith("notesapp_before_restore_")], databases
     assert not hosts["lb"].file("/var/www/maintenance/notesapp/on").exists
     assert through_lb(addresses["lb"])[1]["release"] == live
-    assert hosts["web1"].file("/root/now.dump").exists  # the original stays
+
+
+def test_a_dump_the_db_host_cannot_read_is_refused_before_any_change(hosts, addresses):
+    """web1 (Ubuntu 24.04, pg_dump 16) dumps the database of the db host (Debian 12, PostgreSQL 15), as a
+    deploy does before it migrates: the db host's pg_restore cannot read that archive. The restore brings it
+    over through the controller, finds that out, says so, and changes nothing."""
+    hosts["web1"].check_output(
+        "systemd-run --quiet --wait --pipe --collect --property=EnvironmentFile=/etc/notesapp/env "
+        "--property=EnvironmentFile=/etc/notesapp/migration.env /usr/local/lib/flask-deploy/with-libpq-env -- "
+        "pg_dump --format=custom --file=/root/now.dump")
+    before = hosts["db"].check_output(testhelpers.database_dump_digest("notesapp"))
+    rc, out = testhelpers.run_playbook("playbooks/restore.yml", {
+        "backup_restore_confirm": "notesapp", "backup_restore_dump": "web1:/root/now.dump"})
+    assert rc != 0
+    flat = " ".join(out.split())
+    assert "Not restored: pg_restore on db cannot read web1:/root/now.dump" in flat, out[-3000:]
+    assert "unsupported version" in flat and "Nothing was changed" in flat
+    assert "PLAY [Show the maintenance page]" not in out
+    assert hosts["db"].check_output(testhelpers.database_dump_digest("notesapp")) == before
+    assert hosts["db"].run("ls /var/backups/postgresql/imported/*/notesapp.dump").rc != 0
+    assert through_lb(addresses["lb"])[0] == 200
 
 
 def test_preflight_refuses_a_split_topology_without_private_addresses(hosts, tmp_path):
