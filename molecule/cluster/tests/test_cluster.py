@@ -1,6 +1,7 @@
-"""Five hosts converged by site.yml: a load balancer, two web hosts, PostgreSQL and Redis. Who may talk to
-whom, the spread of requests, rolling deploys and a rollback under steady load, a web host powered off
-mid-load, and failed gates in the first and in the second batch.
+"""Six hosts converged by site.yml: a load balancer, two web hosts, a worker host (the app's `background`
+process only: app_processes with group worker), PostgreSQL and Redis. Who may talk to whom, the spread of
+requests, jobs on the worker host, rolling deploys and a rollback under steady load (the worker host switches
+after the web hosts), a web host powered off mid-load, and failed gates in the first and in the second batch.
 
 The tests run in file order and build on each other. None takes testinfra's `host` fixture (which would
 run each once per host); they reach the hosts they need through HOSTS."""
@@ -27,7 +28,7 @@ RELEASES = {}  # tag -> release id the deploy made
 
 @pytest.fixture(scope="module")
 def hosts():
-    """testinfra hosts by inventory name: lb, web1, web2, db, redis."""
+    """testinfra hosts by inventory name: lb, web1, web2, worker1, db, redis."""
     return {h.backend.get_hostname(): h for h in testhelpers.all_hosts()}
 
 
@@ -77,10 +78,26 @@ def current(web):
     return Path(web.check_output("readlink /srv/notesapp/current")).name
 
 
-def worker_release(web, instance=1):
-    """The release the worker instance runs: its process's working directory, resolved when it started."""
-    pid = web.check_output(f"systemctl show --property=MainPID --value notesapp-worker@{instance}.service")
+def worker_release(web, instance=1, process="worker"):
+    """The release the process instance runs: its process's working directory, resolved when it started."""
+    pid = web.check_output(f"systemctl show --property=MainPID --value notesapp-{process}@{instance}.service")
     return web.check_output(f"readlink /proc/{pid}/cwd").rsplit("/", 1)[-1]
+
+
+def background_release(hosts):
+    """The release the worker host's `background` process runs."""
+    return worker_release(hosts["worker1"], process="background")
+
+
+def api_through_lb(address, method, path, body=None):
+    conn = testhelpers.https_connection(address, DOMAIN)
+    try:
+        conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                     headers={"Host": DOMAIN, "Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
 
 
 def can_connect(source, address, port):
@@ -110,6 +127,17 @@ def test_site_yml_converged_every_group_where_it_belongs(hosts, addresses):
         assert hosts[web].service("notesapp-worker@2.service").is_running
     assert hosts["web1"].service("notesapp-job-stats.timer").is_enabled
     assert not hosts["web2"].service("notesapp-job-stats.timer").is_enabled
+    # the worker host: its process, the app's environment, and nothing of the web service, the other
+    # processes, the jobs or the owner's password; the web hosts do not run its process
+    worker = hosts["worker1"]
+    assert worker.service("notesapp-background@1.service").is_running
+    assert worker.file("/etc/notesapp/env").mode == 0o600
+    for absent in ("notesapp.socket", "notesapp.service", "notesapp-worker@.service", "notesapp-job-stats.timer"):
+        assert not worker.file(f"/etc/systemd/system/{absent}").exists, absent
+    assert not worker.file("/etc/notesapp/migration.env").exists
+    assert not worker.socket(f"tcp://{addresses['worker1']}:8000").is_listening
+    for web in ("web1", "web2"):
+        assert not hosts[web].file("/etc/systemd/system/notesapp-background@.service").exists
     assert "maxmemory-policy noeviction" in hosts["redis"].file("/etc/redis/redis.d/20-runtime.conf").content_string
 
 
@@ -124,10 +152,11 @@ def test_requests_through_the_lb_reach_both_web_hosts(hosts, addresses):
     assert min(spread.values()) >= 10
 
 
-def test_database_and_redis_take_connections_from_web_hosts_only(hosts, addresses):
+def test_database_and_redis_take_connections_from_web_and_worker_hosts_only(hosts, addresses):
     for service, port in (("db", 5432), ("redis", 6379)):
         assert not can_connect(hosts["lb"], addresses[service], port), f"lb reaches {service}"
         assert can_connect(hosts["web1"], addresses[service], port)
+        assert can_connect(hosts["worker1"], addresses[service], port)
     # and with the app's credentials, through their protocols, from a web host
     env = "set -a; . /etc/notesapp/env; set +a;"
     python = "/srv/notesapp/current/venv/bin/python"
@@ -139,12 +168,14 @@ def test_database_and_redis_take_connections_from_web_hosts_only(hosts, addresse
     # pg_hba has no line for the load balancer, whatever the firewall says
     hba = hosts["db"].check_output("runuser -u postgres -- psql -tAc 'SELECT address FROM pg_hba_file_rules'")
     assert addresses["web1"] in hba and addresses["web2"] in hba and addresses["lb"] not in hba
+    assert addresses["worker1"] in hba
 
 
 def test_web_hosts_take_app_traffic_from_the_lb_only(hosts, addresses):
     assert can_connect(hosts["lb"], addresses["web1"], 8000)
     assert not can_connect(hosts["db"], addresses["web1"], 8000)
     assert not can_connect(hosts["redis"], addresses["web2"], 8000)
+    assert not can_connect(hosts["worker1"], addresses["web1"], 8000)
 
 
 def test_check_mode_deploy_changes_no_host(hosts, addresses, app_repo):
@@ -155,7 +186,7 @@ def test_check_mode_deploy_changes_no_host(hosts, addresses, app_repo):
     RELEASES["v1"] = served(hosts["web1"])
 
     def state():
-        return ([testhelpers.deploy_state(hosts[w], database=False) for w in ("web1", "web2")]
+        return ([testhelpers.deploy_state(hosts[w], database=False) for w in ("web1", "web2", "worker1")]
                 + [hosts["db"].check_output(testhelpers.database_dump_digest("notesapp")),
                    hosts["lb"].check_output("sha256sum /etc/nginx/sites-available/notesapp.conf")])
 
@@ -163,10 +194,11 @@ def test_check_mode_deploy_changes_no_host(hosts, addresses, app_repo):
     rc, out = deploy(app_repo, "v2", options=("--check", "--diff"))
     said = " ".join(out.split())  # the message as one line, however the output callback wrapped it
     assert rc == 0, out[-3000:]
-    assert re.search(r"would make release \S+ on web1, web2\.", said), out[-3000:]
+    assert re.search(r"would make release \S+ on web1, web2, worker1\.", said), out[-3000:]
     assert "the database is at 0002, the new code at 0003: it would be dumped" in said
     assert f"web1: from {RELEASES['v1']}, reusing its virtualenv" in said
     assert f"web2: from {RELEASES['v1']}, reusing its virtualenv" in said
+    assert f"worker1: from {RELEASES['v1']}, reusing its virtualenv" in said
     assert state() == before
 
 
@@ -178,14 +210,42 @@ def test_rolling_deploy_with_a_migration_under_load(hosts, addresses, app_repo):
     RELEASES["v2"] = served(hosts["web1"])
     assert served(hosts["web2"]) == RELEASES["v2"] != RELEASES["v1"]
     assert worker_release(hosts["web1"]) == worker_release(hosts["web2"]) == RELEASES["v2"]
-    # one host at a time, and the migration (with its dump) once, before the first switch
-    assert out.count("PLAY [Switch the web hosts in batches]") == 2
+    assert background_release(hosts) == RELEASES["v2"] == current(hosts["worker1"])
+    # one host at a time (the worker host last), and the migration (with its dump) once, before the first switch
+    assert out.count("PLAY [Switch the web hosts in batches]") == 3
+    logs = {h: json.loads(hosts[h].file("/var/log/notesapp/deploy.log").content_string.splitlines()[-1])
+            for h in ("web1", "web2", "worker1")}
+    assert all(entry["release"] == RELEASES["v2"] and entry["result"] == "ok" for entry in logs.values()), logs
+    assert logs["web1"]["time"] <= logs["web2"]["time"] <= logs["worker1"]["time"], logs
     dumps = [w for w in ("web1", "web2")
              if hosts[w].file(f"/srv/notesapp/shared/backups/pre-migrate-{RELEASES['v2']}.dump").exists]
     assert len(dumps) == 1, dumps
     assert out.index("Run the migration under the lock") < out.index("Take the host out of the load balancer")
     # the load balancer's upstream is whole again
     assert " down" not in hosts["lb"].file("/etc/nginx/sites-available/notesapp.conf").content_string
+
+
+def test_the_worker_host_runs_jobs_on_the_live_release(hosts, addresses):
+    """With the web hosts' workers stopped, a job enqueued through the load balancer is run by the worker
+    host's process, on the release the web hosts serve."""
+    try:
+        for web in ("web1", "web2"):
+            hosts[web].check_output("systemctl stop 'notesapp-worker@*.service'")
+        status, body = api_through_lb(addresses["lb"], "POST", "/api/jobs", {"text": "three small words"})
+        assert status == 202, body
+        start = time.monotonic()
+        while time.monotonic() - start < 60:
+            status, state = api_through_lb(addresses["lb"], "GET", f"/api/jobs/{body['id']}")
+            if state["status"] in ("finished", "failed"):
+                break
+            time.sleep(0.5)
+        assert state["status"] == "finished", state
+        assert state["result"]["words"] == 3
+        assert state["result"]["host"].rsplit("-", 1)[-1] == "worker1"
+        assert state["result"]["release"] == RELEASES["v2"]
+    finally:
+        for web in ("web1", "web2"):
+            hosts[web].check_output("systemctl start notesapp-worker@1.service notesapp-worker@2.service")
 
 
 def test_a_web_host_powered_off_mid_load(hosts, addresses):
@@ -221,6 +281,7 @@ def test_failed_gate_in_the_first_batch_leaves_the_second_host_alone(hosts, addr
     assert load.failed == 0, load.summary()
     for web in ("web1", "web2"):
         assert served(hosts[web]) == RELEASES["v2"] == current(hosts[web])
+    assert background_release(hosts) == RELEASES["v2"] == current(hosts["worker1"])
     sick = [r for r in hosts["web2"].check_output("ls /srv/notesapp/releases").split()
             if r.endswith(HISTORY["sick"][:8])]
     assert len(sick) == 1  # unpacked on web2 too, never switched to
@@ -236,6 +297,7 @@ def test_failed_gate_in_the_second_batch_switches_the_first_back(hosts, addresse
     assert load.failed == 0, load.summary()
     for web in ("web1", "web2"):
         assert served(hosts[web]) == RELEASES["v2"] == current(hosts[web]) == worker_release(hosts[web], 2)
+    assert background_release(hosts) == RELEASES["v2"] == current(hosts["worker1"])  # never switched
     release = [r for r in hosts["web1"].check_output("ls /srv/notesapp/releases").split()
                if r.endswith(HISTORY["sick-on-web2"][:8])][0]
     assert hosts["web1"].file(f"/srv/notesapp/releases/{release}/.FAILED").exists
@@ -251,9 +313,10 @@ def test_rollback_across_all_web_hosts_under_load(hosts, addresses, app_repo):
                                             lambda: testhelpers.run_playbook("playbooks/rollback.yml"))
     assert rc == 0, out[-3000:]
     assert load.ok > 50 and load.failed == 0, load.summary()
-    assert out.count("PLAY [Switch the web hosts in batches]") == 2
+    assert out.count("PLAY [Switch the web hosts in batches]") == 3
     for web in ("web1", "web2"):
         assert served(hosts[web]) == RELEASES["v2"] == current(hosts[web])
+    assert background_release(hosts) == RELEASES["v2"] == current(hosts["worker1"])
 
 
 def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_repo):
@@ -265,7 +328,7 @@ def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_re
     assert rc == 0, out[-3000:]
     assert load.failed == 0, load.summary()
     assert out.count("PLAY [Switch the web hosts in batches]") == 1
-    assert served(hosts["web1"]) == served(hosts["web2"]) != RELEASES["v2"]
+    assert served(hosts["web1"]) == served(hosts["web2"]) == background_release(hosts) != RELEASES["v2"]
 
 
 def test_a_real_restore_across_the_hosts_behind_the_lb_maintenance_page(hosts, addresses):
@@ -281,6 +344,8 @@ def test_a_real_restore_across_the_hosts_behind_the_lb_maintenance_page(hosts, a
     for web in ("web1", "web2"):
         assert served(hosts[web]) == live == current(hosts[web])
         assert hosts[web].service("notesapp.service").is_running
+    assert "changed: [worker1]" in out.split("PLAY [Stop the app]")[1].split("PLAY [")[0], out[-3000:]
+    assert hosts["worker1"].service("notesapp-background@1.service").is_running
     databases = hosts["db"].check_output("runuser -u postgres -- psql -XAtc 'SELECT datname FROM pg_database'").split()
     assert [name for name in databases if name.startswith("notesapp_before_restore_")], databases
     assert not hosts["lb"].file("/var/www/maintenance/notesapp/on").exists
@@ -319,4 +384,4 @@ def test_preflight_refuses_a_split_topology_without_private_addresses(hosts, tmp
     assert rc != 0
     assert "web2 has no private IPv4 address ('web2.internal'): set private_address" in out, out[-3000:]
     recaps = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", out, re.MULTILINE)
-    assert len(recaps) == 5 and all(changed == "0" for _, changed in recaps), out[-3000:]
+    assert len(recaps) == 6 and all(changed == "0" for _, changed in recaps), out[-3000:]

@@ -282,6 +282,12 @@ def test_a_missing_gunicorn_config_file_is_named_before_the_switch(host, app_rep
     ({"app_wsgi_app": "bookshelf web"}, "app_wsgi_app=bookshelf web is not MODULE:VARIABLE"),
     ({"app_build_commands": ["pybabel compile", " "]}, "app_build_commands holds an empty command"),
     ({"app_processes": {"Worker 1": {"command": "rq worker"}}}, "app_processes: Worker 1 cannot name a systemd unit"),
+    # a worker placement with no worker hosts, and a placement that names no group processes run on
+    ({"app_processes": {"reports": {"command": "rq worker", "group": "worker"},
+                        "mail": {"command": "rq worker", "group": "mailers"}}},
+     "app_processes.reports.group=worker, but the inventory has no worker hosts: add them to the group worker,"
+     " or leave out group to run it on the web hosts; app_processes.mail.group=mailers: a process runs on the"
+     " web hosts (web, the default) or on the worker hosts (worker)"),
     ({"app_jobs": {"nightly": {"command": "true", "on_calendar": "every night"}}},
      "app_jobs: nightly: on_calendar=every night; see systemd.time(7)"),
 ])
