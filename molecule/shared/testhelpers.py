@@ -76,17 +76,19 @@ MARKER = "/run/flask-deploy-before-refusal"
 WATCHED = "/etc /srv /usr/local /opt"  # where the roles write: settings, the app, helpers
 
 
-def assert_refused_before_any_change(extra: dict, message: str) -> None:
-    """Converge with one bad variable: the run must fail, say `message`, report no change on every host of
-    the scenario's inventory, and leave no file written under WATCHED on any host (compared with a marker
-    made just before)."""
+def assert_refused_before_any_change(extra: dict, *messages: str) -> None:
+    """Converge with bad variables: the run must fail, say each of `messages`, report no change on every
+    host of the scenario's inventory, and leave no file written under WATCHED on any host (compared with a
+    marker made just before)."""
     targets = all_hosts()
     hosts = len(targets)
     for target in targets:
         target.check_output(f"touch {MARKER}")
     rc, output, recaps = converge_with(extra)
     assert rc != 0
-    assert message in " ".join(output.split()), output[-3000:]  # however the output callback wrapped it
+    said = " ".join(output.split())  # however the output callback wrapped it
+    missing = [message for message in messages if message not in said]
+    assert not missing, (missing, output[-3000:])
     assert len(recaps) == hosts and not any(recaps.values()), output[-3000:]
     for target in targets:
         written = target.check_output(f"find {WATCHED} -newer {MARKER} -print 2>/dev/null | head -20")

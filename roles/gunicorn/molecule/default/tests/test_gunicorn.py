@@ -67,6 +67,33 @@ def test_process_instances_run_in_the_sandbox_and_come_back_after_sigkill(host):
     assert "hello from the environment file" in journal, journal
 
 
+def ticker_pid(host, n=1):
+    return int(host.check_output(f"systemctl show -p MainPID --value testapp-ticker@{n}.service"))
+
+
+def test_a_new_environment_restarts_the_running_processes_too(host):
+    """A changed environment file (a rotated secret, say) restarts the processes, not only the web service:
+    none keeps running on the old values. Converged as a worker host (gunicorn_web_service false), whose
+    web service the role leaves alone; then converged back."""
+    before, web_before = ticker_pid(host), main_pid(host)
+    rc, out, _ = testhelpers.converge_with({
+        "gunicorn_web_service": False,
+        "gunicorn_environment": {"GREETING": "hello from the new environment",
+                                 "SECRET_KEY": "not-a-real-secret-0123456789abcdef"}})
+    assert rc == 0, out[-3000:]
+    new = ticker_pid(host)
+    assert new not in (0, before) and main_pid(host) == web_before
+    for _ in range(40):
+        journal = host.check_output(f"journalctl -u testapp-ticker@1.service -o cat _PID={new}")
+        if "hello from the new environment" in journal:
+            break
+        time.sleep(0.25)
+    assert "hello from the new environment" in journal, journal
+    rc, out, _ = testhelpers.converge_with({})
+    assert rc == 0, out[-3000:]
+    assert main_pid(host) != web_before and ticker_pid(host) != new
+
+
 def test_the_job_runs_on_its_timer_and_writes_its_status(host):
     assert host.service("testapp-job-hello.timer").is_enabled and host.service("testapp-job-hello.timer").is_running
     host.check_output("systemctl start testapp-job-hello.service")
