@@ -145,11 +145,14 @@ LOCK = "/srv/notesapp/.deploy-lock"
 
 def test_code_only_deploy_installs_nothing(host, app_repo):
     """...and while it runs, a second deploy (of another commit) refuses at once, says who holds the lock
-    and changes nothing; the first one ends normally and releases the lock. A build step that sleeps holds
-    the first one long enough for the second to reach the lock on a machine of any speed."""
+    and changes nothing; the first one ends normally and releases the lock. A build step holds the first
+    one until the test lets it go (a file), after the second was refused, on a machine of any speed."""
     venvs_before = host.check_output("ls /srv/notesapp/shared/venvs")
+    go = "/run/flask-deploy-test-go"
+    host.check_output(f"rm -f {go}")
+    hold = f"timeout 300 sh -c 'until [ -e {go} ]; do sleep 0.5; done'"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        first = pool.submit(deploy, app_repo, "v2b", app_build_commands=["sleep 40"])
+        first = pool.submit(deploy, app_repo, "v2b", app_build_commands=[hold])
         for _ in range(240):
             if host.file(LOCK).exists or first.done():
                 break
@@ -157,9 +160,13 @@ def test_code_only_deploy_installs_nothing(host, app_repo):
         assert host.file(LOCK).exists, first.result()[1][-3000:] if first.done() else "no lock after 120 s"
         start = time.monotonic()
         # from another controller (its own clone of the repository), as a second person or CI would run it
-        rc2, out2 = deploy(app_repo, "broken", app_controller_cache_dir=str(app_repo.parent / "other-controller"))
-        refused_in = time.monotonic() - start
+        try:
+            rc2, out2 = deploy(app_repo, "broken", app_controller_cache_dir=str(app_repo.parent / "other-controller"))
+            refused_in = time.monotonic() - start
+        finally:
+            host.check_output(f"touch {go}")
         rc, out = first.result()
+    host.check_output(f"rm -f {go}")
     flat = " ".join(out2.split())
     assert rc2 != 0 and "Another deploy or rollback holds the lock" in flat, out2[-3000:]
     assert re.search(rf"\(deploy of \S+-{HISTORY['v2b'][:8]} by \S+, since \S+\)", flat), out2[-3000:]
