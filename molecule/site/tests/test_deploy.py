@@ -592,10 +592,12 @@ def test_logrotate_covers_every_log_the_stack_writes(host):
       "app_acme_email 'ops' is not an e-mail address", "app_port=5432 clashes with PostgreSQL's port",
       "runs Ubuntu 24.04, which this project does not support"]),
     ({"vault_redis_app_password": "test-Redis-admin-password-0123456789",
-      "vault_postgresql_app_password": "test-secret-key-0123456789abcdef0123456789abcdef", "app_port": "80a"},
+      "vault_postgresql_app_password": "test-secret-key-0123456789abcdef0123456789abcdef", "app_port": "80a",
+      "app_git_version": "v9.9.9-no-such-tag"},
      ["vault_redis_password and vault_redis_app_password are the same",
       "vault_app_secret_key and vault_postgresql_app_password are the same",
-      "app_port=80a is not a port number from 1024 to 65535"]),
+      "app_port=80a is not a port number from 1024 to 65535",
+      "app_git_version=v9.9.9-no-such-tag cannot be fetched from app_git_repo="]),
 ])
 def test_preflight_refuses_bad_settings_before_any_change(host, extra, messages):
     testhelpers.assert_refused_before_any_change(extra, *messages)
