@@ -43,32 +43,38 @@ def test_security_exposure_at_most_2(host, unit):
     assert exposure <= 2.0, out
 
 
+def ticker_pid(host, n=1):
+    return int(host.check_output(f"systemctl show -p MainPID --value testapp-ticker@{n}.service"))
+
+
+def ticker_journal(host, pid, text):
+    """The journal of ticker@1's process `pid` once it holds `text` (journald may take a moment)."""
+    for _ in range(40):
+        journal = host.check_output(f"journalctl -u testapp-ticker@1.service -o cat _PID={pid}")
+        if text in journal:
+            break
+        time.sleep(0.25)
+    return journal
+
+
 def test_process_instances_run_in_the_sandbox_and_come_back_after_sigkill(host):
     """The deploy (roles/app) starts the instances; here the test does."""
     host.check_output("systemctl start testapp-ticker@1.service testapp-ticker@2.service")
     for n in (1, 2):
-        pid = int(host.check_output(f"systemctl show -p MainPID --value testapp-ticker@{n}.service"))
+        pid = ticker_pid(host, n)
         assert pid > 0
         assert host.check_output(f"ps -o user= -p {pid}") == "testapp"
-    pid = int(host.check_output("systemctl show -p MainPID --value testapp-ticker@1.service"))
+    pid = ticker_pid(host)
     host.check_output(f"kill -KILL {pid}")
     for _ in range(40):
-        new = int(host.check_output("systemctl show -p MainPID --value testapp-ticker@1.service"))
+        new = ticker_pid(host)
         if new not in (0, pid):
             break
         time.sleep(0.25)
     assert new not in (0, pid)
-    # the new process prints the greeting from the environment file once it runs (journald may take a moment)
-    for _ in range(40):
-        journal = host.check_output(f"journalctl -u testapp-ticker@1.service -o cat _PID={new}")
-        if "hello from the environment file" in journal:
-            break
-        time.sleep(0.25)
+    # the new process prints the greeting from the environment file once it runs
+    journal = ticker_journal(host, new, "hello from the environment file")
     assert "hello from the environment file" in journal, journal
-
-
-def ticker_pid(host, n=1):
-    return int(host.check_output(f"systemctl show -p MainPID --value testapp-ticker@{n}.service"))
 
 
 def test_a_new_environment_restarts_the_running_processes_too(host):
@@ -83,11 +89,7 @@ def test_a_new_environment_restarts_the_running_processes_too(host):
     assert rc == 0, out[-3000:]
     new = ticker_pid(host)
     assert new not in (0, before) and main_pid(host) == web_before
-    for _ in range(40):
-        journal = host.check_output(f"journalctl -u testapp-ticker@1.service -o cat _PID={new}")
-        if "hello from the new environment" in journal:
-            break
-        time.sleep(0.25)
+    journal = ticker_journal(host, new, "hello from the new environment")
     assert "hello from the new environment" in journal, journal
     rc, out, _ = testhelpers.converge_with({})
     assert rc == 0, out[-3000:]
