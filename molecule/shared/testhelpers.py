@@ -17,9 +17,11 @@ TESTHOST = REPO / "scripts" / "testhost"
 
 
 def _ansible_env() -> dict:
-    """Molecule's Ansible settings for this scenario, and every place its roles may live."""
+    """Molecule's Ansible settings for this scenario, and every place its roles may live. Without Molecule's
+    profile_tasks callback: the tests read the output as users see it (a task's banner, then its result)."""
     project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
-    return {**os.environ, "ANSIBLE_CONFIG": f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ansible.cfg",
+    env = {key: value for key, value in os.environ.items() if key != "ANSIBLE_CALLBACKS_ENABLED"}
+    return {**env, "ANSIBLE_CONFIG": f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ansible.cfg",
             "ANSIBLE_ROLES_PATH": f"{project}/..:{project}/roles:{REPO}/roles"}
 
 
