@@ -1,4 +1,4 @@
-"""roles/app's end of a roll-out (tasks/finish.yml), run on the controller itself for two hosts.
+"""roles/app's end of a roll-out (tasks/finish.yml), run on the controller itself for six hosts.
 
 The first deploy of a cluster, where one host drops out after another passed its gate: the host that
 switched has no release before it. Switching it "back" pointed `current` at releases/ (an empty id) and
@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 PLAYBOOK = """
-- name: The end of a roll-out in which h2 failed after h1 switched
-  hosts: h1,h2
+- name: The end of a roll-out in which h2 failed after h1 switched, and h3 to h6 were never reached
+  hosts: h1,h2,h3,h4,h5,h6
   gather_facts: false
   vars:
     app_name: testapp
@@ -51,9 +51,8 @@ def run(tmp_path: Path, from_release: str) -> subprocess.CompletedProcess:
     (home / "releases" / "R2").mkdir(parents=True)
     (tmp_path / "play.yml").write_text(PLAYBOOK.format(home=home, from_release=from_release))
     python = sys.executable
-    (tmp_path / "hosts").write_text(
-        f"h1 ansible_connection=local ansible_python_interpreter={python}\n"
-        f"h2 ansible_connection=local ansible_python_interpreter={python}\n")
+    (tmp_path / "hosts").write_text("".join(
+        f"h{n} ansible_connection=local ansible_python_interpreter={python}\n" for n in range(1, 7)))
     env = {**os.environ, "ANSIBLE_STRATEGY": "linear", "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     return subprocess.run([str(Path(python).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts"),
@@ -66,6 +65,8 @@ def test_a_first_deploy_that_fails_leaves_the_switched_host_on_the_new_release(t
     assert res.returncode != 0, out[-3000:]
     assert "h2: failed its gate on purpose" in out, out[-3000:]
     assert "Switched back: none." in out, out[-3000:]
+    # in the play's order, every time (a set difference once listed them in hash order, which changes per run)
+    assert "Never switched: h3, h4, h5, h6." in out, out[-3000:]
     assert "Left on R2, which passed its gate there (no release before it to go back to): h1." in out, out[-3000:]
     assert "Point current at the release" not in out, "switched to an empty release id"
     assert not (tmp_path / "srv" / "current").exists()
