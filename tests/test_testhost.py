@@ -79,3 +79,22 @@ def test_two_teardowns_of_the_same_hosts_at_once_both_succeed():
             results = list(pool.map(lambda _: run_testhost("down", *names), range(2)))
         assert [r.returncode for r in results] == [0, 0], [r.stderr[-500:] for r in results]
         assert not set(names) & {line.split("\t")[0] for line in run_testhost("list").stdout.splitlines()}
+
+
+def test_a_stack_host_boots_with_recent_apt_lists_and_a_bare_host_without():
+    """A host on a stack image gets the OS's apt lists, fetched less than an hour ago, so roles/common
+    skips its update there (cache_valid_time 3600 s); a host on the bare image gets none and must update."""
+    stack, bare = f"{PREFIX}lists-stack", f"{PREFIX}lists-bare"
+    try:
+        assert run_testhost("up", "--replace", f"{stack}=ubuntu2404+stack", f"{bare}=ubuntu2404").returncode == 0
+        age = run_testhost("shell", stack, "echo $(( $(date +%s) - $(stat -c %Y /var/lib/apt/periodic/"
+                                          "update-success-stamp) )); ls /var/lib/apt/lists | grep -c _Packages")
+        assert age.returncode == 0, age.stderr
+        seconds, packages = map(int, age.stdout.split())
+        assert 0 <= seconds < 3600 and packages > 0, age.stdout
+        policy = run_testhost("shell", stack, "apt-cache policy nginx-light jq | grep -c Candidate:")
+        assert policy.stdout.strip() == "2", policy.stdout + policy.stderr
+        none = run_testhost("shell", bare, "ls /var/lib/apt/lists | grep -c _Packages")
+        assert none.stdout.strip() == "0", none.stdout
+    finally:
+        run_testhost("down", stack, bare)
