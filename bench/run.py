@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# A script run on its own, not by pytest: the one place that puts molecule/shared on the path by hand
+# (every test directory gets it from the repository's pytest.ini).
 sys.path.insert(0, str(REPO / "molecule/shared"))
 import testhelpers  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Helpers for the testinfra suites of every scenario (roles/*/molecule/*/tests and molecule/*/tests).
 
-Import with:  sys.path.insert(0, str(REPO / "molecule/shared")); import testhelpers
+Import with `import testhelpers`: the repository's pytest.ini puts molecule/shared on the path.
 """
 
 from __future__ import annotations

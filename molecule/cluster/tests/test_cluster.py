@@ -12,14 +12,12 @@ import json
 import re
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule/shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 DOMAIN = "lb.test"
 HISTORY = {}   # tag -> commit of the test repository

@@ -10,13 +10,11 @@ import base64
 import json
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule/shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 REPO = testhelpers.REPO
 DOMAIN = "solo.test"

@@ -11,14 +11,12 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule/shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 REPO = testhelpers.REPO
 DOMAIN = "allinone.test"

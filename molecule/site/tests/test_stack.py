@@ -8,13 +8,11 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule/shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 GATEWAY = "10.77.0.1"
 DOMAIN = "allinone.test"

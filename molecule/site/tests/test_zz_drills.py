@@ -7,14 +7,11 @@ Every test takes the `host` fixture (see test_deploy.py for why)."""
 
 import json
 import shlex
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "molecule/shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 DOMAIN = "allinone.test"
 CURL = f"curl -sS -k --max-time 3 --resolve {DOMAIN}:443:127.0.0.1"

@@ -4,7 +4,6 @@ nginx serves, Mozilla-intermediate TLS as sslyze sees it, and renewals nginx pic
 import json
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -12,8 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[5]
-sys.path.insert(0, str(REPO / "molecule" / "shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 
 @pytest.fixture(scope="module")

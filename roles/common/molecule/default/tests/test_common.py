@@ -2,14 +2,11 @@
 
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 
 @pytest.fixture(scope="module")

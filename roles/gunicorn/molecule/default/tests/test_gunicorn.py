@@ -1,14 +1,11 @@
 """What roles/gunicorn must leave on every host: a socket that never refuses, a hardened service."""
 
 import re
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 SOCK = "/run/testapp.sock"
 

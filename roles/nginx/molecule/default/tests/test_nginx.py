@@ -2,13 +2,10 @@
 intermediate profile, and a configuration nginx never sees broken."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 RESOLVE = "--resolve site.test:443:127.0.0.1 --resolve site.test:80:127.0.0.1"
 

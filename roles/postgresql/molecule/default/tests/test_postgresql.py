@@ -3,14 +3,11 @@ across a reboot of the test host."""
 
 import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 APP_PASSWORD = "app-Test-password-0123456789"
 REPORTER_PASSWORD = "reporter-Test-password-0123456789"

@@ -3,14 +3,11 @@ reboot of the test host."""
 
 import shlex
 import socket
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
-import testhelpers  # noqa: E402
+import testhelpers
 
 # The administrator's password holds every character that needs quoting somewhere: the handlers pass it
 # to redis-cli on stdin in a quoted AUTH line (roles/redis/vars/main.yml).
