@@ -20,6 +20,7 @@ import pytest
 import testhelpers
 
 DOMAIN = "lb.test"
+PORT = 8001     # app_port in vars/settings.yml (not the default 8000)
 HISTORY = {}   # tag -> commit of the test repository
 RELEASES = {}  # tag -> release id the deploy made
 
@@ -69,7 +70,7 @@ def through_lb_under_load(addresses, label, action):
 def served(web):
     """The release a web host's own Gunicorn serves (asked on the host, at its private address)."""
     address = web.ansible.get_variables()["ansible_host"]
-    return json.loads(web.check_output(f"curl -sS --fail -H 'Host: {DOMAIN}' http://{address}:8000/version"))["release"]
+    return json.loads(web.check_output(f"curl -sS --fail -H 'Host: {DOMAIN}' http://{address}:{PORT}/version"))["release"]
 
 
 def current(web):
@@ -107,7 +108,7 @@ def test_site_yml_converged_every_group_where_it_belongs(hosts, addresses):
     # The hosts boot on images with every package of the stack installed (OS+stack): what shows the
     # topology is what the roles configured where, not what is installed.
     for web in ("web1", "web2"):
-        assert hosts[web].socket(f"tcp://{addresses[web]}:8000").is_listening
+        assert hosts[web].socket(f"tcp://{addresses[web]}:{PORT}").is_listening
         assert not hosts[web].file("/etc/nginx/sites-enabled/notesapp.conf").exists
         assert not hosts[web].run("ls /etc/postgresql/*/main/conf.d/50-ansible.conf").succeeded
     assert hosts["db"].run("ls /etc/postgresql/*/main/conf.d/50-ansible.conf").succeeded
@@ -117,7 +118,7 @@ def test_site_yml_converged_every_group_where_it_belongs(hosts, addresses):
     assert hosts["redis"].socket(f"tcp://{addresses['redis']}:6379").is_listening
     site = hosts["lb"].file("/etc/nginx/sites-available/notesapp.conf").content_string
     for web in ("web1", "web2"):
-        assert f"server {addresses[web]}:8000 max_fails=3 fail_timeout=10s;" in site
+        assert f"server {addresses[web]}:{PORT} max_fails=3 fail_timeout=10s;" in site
     assert "keepalive 32;" in site and "alias " not in site  # the web hosts serve /static/
     # the worker on both web hosts, the scheduled job's timer on the first only, and Redis keeps queued jobs
     for web in ("web1", "web2"):
@@ -133,7 +134,7 @@ def test_site_yml_converged_every_group_where_it_belongs(hosts, addresses):
     for absent in ("notesapp.socket", "notesapp.service", "notesapp-worker@.service", "notesapp-job-stats.timer"):
         assert not worker.file(f"/etc/systemd/system/{absent}").exists, absent
     assert not worker.file("/etc/notesapp/migration.env").exists
-    assert not worker.socket(f"tcp://{addresses['worker1']}:8000").is_listening
+    assert not worker.socket(f"tcp://{addresses['worker1']}:{PORT}").is_listening
     for web in ("web1", "web2"):
         assert not hosts[web].file("/etc/systemd/system/notesapp-background@.service").exists
     assert "maxmemory-policy noeviction" in hosts["redis"].file("/etc/redis/redis.d/20-runtime.conf").content_string
@@ -170,10 +171,10 @@ def test_database_and_redis_take_connections_from_web_and_worker_hosts_only(host
 
 
 def test_web_hosts_take_app_traffic_from_the_lb_only(hosts, addresses):
-    assert can_connect(hosts["lb"], addresses["web1"], 8000)
-    assert not can_connect(hosts["db"], addresses["web1"], 8000)
-    assert not can_connect(hosts["redis"], addresses["web2"], 8000)
-    assert not can_connect(hosts["worker1"], addresses["web1"], 8000)
+    assert can_connect(hosts["lb"], addresses["web1"], PORT)
+    assert not can_connect(hosts["db"], addresses["web1"], PORT)
+    assert not can_connect(hosts["redis"], addresses["web2"], PORT)
+    assert not can_connect(hosts["worker1"], addresses["web1"], PORT)
 
 
 def test_check_mode_deploy_changes_no_host(hosts, addresses, app_repo):

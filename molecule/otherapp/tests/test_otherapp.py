@@ -19,7 +19,7 @@ import testhelpers
 REPO = testhelpers.REPO
 DOMAIN = "solo.test"
 FIXTURE = "molecule/otherapp/bookshelf"
-HOME = "/srv/bookshelf"
+HOME = "/opt/bookshelf"  # app_home in the inventory, not the default /srv/bookshelf
 HISTORY = {}   # tag -> commit of the test repository
 RELEASES = {}  # tag -> release id
 
@@ -141,6 +141,10 @@ def test_site_yml_deployed_the_app_by_settings_alone(host):
     unit = host.check_output("systemctl cat bookshelf.service")
     assert "'bookshelf.web:make_app()'" in unit or "bookshelf.web:make_app()" in unit
     assert "--config" not in unit
+    # app_home set in the inventory: the units run from it, and nothing was made at the default
+    assert f"WorkingDirectory={HOME}/current" in unit
+    assert f"EnvironmentFile=-{HOME}/current/.release.env" in unit
+    assert not host.file("/srv/bookshelf").exists
     # psycopg2 from its sdist: no wheel of psycopg2-binary, a C extension compiled on the host
     assert host.run(f"{HOME}/current/venv/bin/python -c 'import psycopg2._psycopg'").rc == 0
     assert host.run(f"{HOME}/current/venv/bin/pip show psycopg2-binary").rc != 0
