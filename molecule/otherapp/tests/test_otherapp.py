@@ -300,3 +300,72 @@ def test_a_missing_gunicorn_config_file_is_named_before_the_switch(host, app_rep
 ])
 def test_bad_settings_are_refused_before_any_change(host, extra, messages):
     testhelpers.assert_refused_before_any_change(extra, *messages)
+
+
+def ci_inventory(host, tmp_path, vault_password):
+    """An inventory directory as a user keeps it in their copy of this project: hosts.yml naming the host
+    by address, this scenario's group_vars and host_vars, and the vault encrypted with `vault_password`."""
+    import yaml
+
+    address = host.ansible.get_variables()["ansible_host"]
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars/all").mkdir(parents=True)
+    groups = {group: {"hosts": {"solo": {"ansible_host": address}}} for group in ("db", "redis", "web", "lb")}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": groups}}))
+    ours = Path(__file__).parents[1] / "inventory"
+    (inventory / "host_vars").symlink_to(ours / "host_vars")
+    (inventory / "group_vars/all/main.yml").symlink_to(ours / "group_vars/all/main.yml")
+    vault = inventory / "group_vars/all/vault.yml"
+    vault.write_text((ours / "group_vars/all/vault.yml").read_text())
+    subprocess.run(["ansible-vault", "encrypt", "--vault-password-file", "/dev/stdin", str(vault)],
+                   input=vault_password, text=True, check=True, capture_output=True)
+    assert vault.read_text().startswith("$ANSIBLE_VAULT")
+    return inventory, address
+
+
+def ci_deploy(inventory, version, app_repo, **env):
+    """scripts/ci-deploy as a CI job runs it: its secrets in the environment only."""
+    extra = ["-e", f"app_git_repo={app_repo}", "-e", f"app_controller_cache_dir={app_repo.parent / 'controller-cache'}"]
+    res = subprocess.run([str(REPO / "scripts/ci-deploy"), str(inventory), version, *extra], capture_output=True,
+                         text=True, timeout=900, env={**testhelpers._ansible_env(), **env})
+    return res.returncode, res.stdout + res.stderr
+
+
+def test_a_deploy_from_ci_pins_host_keys_and_names_its_run(host, app_repo, tmp_path):
+    """scripts/ci-deploy, the script the example workflows run: with a host key that is not the pinned one
+    it stops before any change; with the pinned key (ssh-keyscan output, as a user checks once) it deploys
+    the tag through the user's inventory and vault, and the deploy log names the CI run."""
+    password = "ci vault password / with + odd = characters"
+    inventory, address = ci_inventory(host, tmp_path, password)
+    key = Path(host.ansible.get_variables()["ansible_private_key_file"]).read_text()
+    pinned = subprocess.run(["ssh-keyscan", "-t", "ed25519", address], capture_output=True, text=True,
+                            timeout=30).stdout
+    assert address in pinned and "ssh-ed25519" in pinned
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    kind, other = (tmp_path / "other.pub").read_text().split()[:2]
+    wrong = f"{address} {kind} {other}\n"  # a key of the right type, not the host's
+    secrets_env = {"SSH_PRIVATE_KEY": key, "ANSIBLE_VAULT_PASSWORD": password,
+                   "DEPLOY_ORIGIN": "https://ci.bookshelf.test/runs/42"}
+    log_before = host.file("/var/log/bookshelf/deploy.log").content_string
+
+    rc, out = ci_deploy(inventory, "v2", app_repo, SSH_KNOWN_HOSTS=wrong, **secrets_env)
+    assert rc != 0
+    said = " ".join(out.split())
+    assert any(words in said for words in ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
+                                           "mismatching host key")), out[-3000:]
+    assert host.file("/var/log/bookshelf/deploy.log").content_string == log_before
+    assert live_release(host) == RELEASES["head"]
+
+    rc, out = ci_deploy(inventory, "v2", app_repo, SSH_KNOWN_HOSTS=pinned, **secrets_env)
+    assert rc == 0, out[-3000:]
+    last = json.loads(host.file("/var/log/bookshelf/deploy.log").content_string.splitlines()[-1])
+    assert last["commit"] == HISTORY["v2"] and last["result"] == "ok", last
+    assert last["origin"] == "https://ci.bookshelf.test/runs/42"
+    assert served_release(host) == live_release(host) != RELEASES["head"]
+    assert password not in out and key.strip().splitlines()[1] not in out
+
+
+def test_ci_deploy_names_each_missing_secret_before_anything_runs(tmp_path):
+    rc, out = ci_deploy(tmp_path, "v2", tmp_path)
+    assert rc == 2
+    assert "SSH_PRIVATE_KEY is not set" in out and "SSH_KNOWN_HOSTS is not set" in out, out
