@@ -145,6 +145,22 @@ def test_nginx_serves_the_certificate_and_talks_to_the_app_socket(host):
     assert "server unix:/run/notesapp.sock" in site
 
 
+def test_one_request_id_in_nginx_gunicorn_and_the_app_logs(host):
+    """nginx makes the id ($request_id), the app gets it as X-Request-ID and answers with it; nginx's JSON
+    access log, Gunicorn's access log and the app's own line (both in the service's journal) carry it."""
+    head = host.check_output(f"curl -sS --fail -o /dev/null -D - --resolve {DOMAIN}:443:127.0.0.1 -k "
+                             f"https://{DOMAIN}/health")
+    request_id = re.search(r"^x-request-id: *(\S+)", head, re.MULTILINE | re.IGNORECASE).group(1)
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id), head
+    nginx = [json.loads(line) for line in host.file("/var/log/nginx/notesapp.access.log").content_string.splitlines()
+             if request_id in line]
+    assert len(nginx) == 1 and nginx[0]["request_id"] == request_id and nginx[0]["status"] == 200, nginx
+    journal = host.check_output(f"journalctl --no-pager -o cat -u notesapp.service --since -2min | grep -F {request_id}")
+    entries = [json.loads(line) for line in journal.splitlines()]
+    assert {entry.get("type") for entry in entries} >= {"access"}, journal  # Gunicorn's access line
+    assert any(entry.get("type") != "access" and entry.get("request_id") == request_id for entry in entries), journal
+
+
 def test_firewall_opens_only_http_and_https_beyond_ssh(host):
     rules = host.check_output("ufw status")
     assert "80/tcp" in rules and "443/tcp" in rules

@@ -90,3 +90,7 @@ def test_reboot_brings_every_service_and_the_app_back(host):
     assert all(state in ("enabled", "static") for state in states[len(units):]), dict(zip(units, states[len(units):]))
     res = testhelpers.ssh(hostvars, f"{CURL} --fail https://{DOMAIN}/api/notes/{note_id}")
     assert json.loads(res.stdout)["title"] == "written before the reboot", res.stderr
+    # the journal is on disk (roles/common): the boot before this one is still there to read
+    res = testhelpers.ssh(hostvars, "journalctl --list-boots --no-pager | wc -l; journalctl -b -1 -u nginx -q | wc -l")
+    boots, lines = map(int, res.stdout.split())
+    assert boots >= 2 and lines > 0, res.stdout + res.stderr

@@ -160,8 +160,15 @@ def test_swap_file_prepared(host):
                for line in host.file("/etc/fstab").content_string.splitlines())
 
 
+def test_the_journal_is_kept_on_disk_with_a_cap(host):
+    conf = host.file("/etc/systemd/journald.conf.d/50-common.conf").content_string
+    assert "Storage=persistent" in conf and "SystemMaxUse=200M" in conf and "MaxRetentionSec=2weeks" in conf
+    # journald runs with it: its files are under /var/log/journal, not the volatile /run/log/journal
+    assert "/var/log/journal/" in host.check_output("journalctl --header | grep 'File path'")
+
+
 @pytest.mark.parametrize("path", ["/etc/ssh/sshd_config.d/50-hardening.conf", "/etc/fail2ban/jail.d/sshd.local",
-                                  "/etc/apt/apt.conf.d/20auto-upgrades"])
+                                  "/etc/apt/apt.conf.d/20auto-upgrades", "/etc/systemd/journald.conf.d/50-common.conf"])
 def test_templates_carry_ansible_managed_header(host, path):
     assert "Ansible managed" in "".join(host.file(path).content_string.splitlines()[:3])
 
@@ -171,6 +178,7 @@ def test_templates_carry_ansible_managed_header(host, path):
     ({"common_firewall_rules": [{"port": "http"}]}, "port http is neither a port number nor a range"),
     ({"common_firewall_rules": [{"proto": "tcp"}]}, "missing required arguments: port"),
     ({"common_ssh_permit_root_login": "yes"}, "common_ssh_permit_root_login must be one of"),
+    ({"common_journal_max_use": "half the disk"}, "common_journal_max_use=half the disk must be a number"),
 ])
 def test_bad_input_stops_before_any_change(extra, message):
     """Run the scenario's converge on every host with one bad variable: it must fail naming it, and

@@ -128,6 +128,19 @@ def test_proxy_headers_for_proxyfix(host):
     assert len(seen["headers"]["x-request-id"]) == 32
 
 
+def test_access_log_is_json_with_the_request_id_the_upstream_got(host):
+    """One JSON object per request in the site's access log, carrying the id the upstream received as
+    X-Request-ID: one id finds the request in nginx's log and in the app's."""
+    r = curl(host, "https://site.test/hello?logged=1", "-A 'agent \"quoted\"'")  # escaped in the JSON
+    sent = json.loads(body(r))["headers"]["x-request-id"]
+    lines = host.file("/var/log/nginx/site.access.log").content_string.splitlines()
+    entries = [json.loads(line) for line in lines if sent in line]
+    assert len(entries) == 1, lines[-5:]
+    entry = entries[0]
+    assert entry["request_id"] == sent and entry["uri"] == "/hello?logged=1" and entry["status"] == 200
+    assert entry["agent"] == 'agent "quoted"' and entry["upstream_status"] == "200"
+
+
 def test_security_headers_and_hsts_and_no_version(host):
     h = headers(curl(host, "https://site.test/"))
     assert h["strict-transport-security"] == "max-age=63072000"
