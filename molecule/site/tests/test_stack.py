@@ -129,6 +129,12 @@ def test_app_environment_points_at_the_services(host):
     assert 'TRUSTED_HOSTS="allinone.test,localhost,127.0.0.1"' in content
 
 
+def test_the_error_tracker_dsn_reaches_the_app_from_the_vault(host):
+    """vault_sentry_dsn, when set, is the service's SENTRY_DSN (the reference app reports to it)."""
+    env = host.file("/etc/notesapp/env").content_string
+    assert "SENTRY_DSN=" in env and "127.0.0.1:9/1" in env
+
+
 def test_the_app_refuses_a_host_it_does_not_serve(host):
     """Behind nginx's default server, the app itself answers 400 to a Host that is not one of app_domains
     (loopback reaches the site with any name: the default server guards the other addresses)."""
