@@ -10,7 +10,7 @@ demo-down:        ## take the demo host down
 setup:            ## host packages and the .venv with the pinned tools
 	scripts/setup
 
-bench:            ## benchmarks side by side (bench/run.py, about 16 min on an idle machine): bench/results/latest.{json,md,png}
+bench:            ## benchmarks side by side (bench/run.py, about 12 min on an idle machine): bench/results/latest.{json,md,png}
 	scripts/setup >/dev/null && . .venv/bin/activate && python bench/run.py
 
 test:             ## everything CI runs: set-up, lint, app tests, every Molecule scenario on test hosts
