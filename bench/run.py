@@ -249,6 +249,77 @@ def plot(loads: dict, marks: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def machine() -> dict:
+    return {"cpus": os.cpu_count(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "os": platform.freedesktop_os_release().get("PRETTY_NAME", ""), "date": time.strftime("%Y-%m-%d"),
+            "test_host": "Ubuntu 24.04 (systemd-nspawn)"}
+
+
+def p1_p2(host) -> tuple[dict, dict]:
+    """P1: site.yml on the bare host, then again. P2: the no-change run again with a naive ansible.cfg."""
+    log("P1: site.yml on the bare host, then again")
+    first, out1 = host.playbook("site.yml")
+    second, out2 = host.playbook("site.yml")
+    p1 = {"first_s": first, "second_s": second, "second_over_first": second / first,
+          "first_changed": changed_count(out1), "second_changed": changed_count(out2)}
+    log("P2: the no-change run with a naive ansible.cfg")
+    naive, out3 = host.playbook("site.yml", env={"ANSIBLE_PIPELINING": "False", "ANSIBLE_STRATEGY": "linear",
+                                                 "ANSIBLE_SSH_ARGS": "-o ControlMaster=no"})
+    p2 = {"naive_s": naive, "ours_s": second, "naive_over_ours": naive / second, "naive_changed": changed_count(out3)}
+    return p1, p2
+
+
+def timed_under_load(host, playbook: str, extra: dict | None = None):
+    """(seconds the playbook took, the Load around it, (start, end) of the playbook in the load's time)."""
+    with testhelpers.Load(host.address, DOMAIN, **LOAD) as load:
+        time.sleep(3)
+        start = time.monotonic() - load.began
+        took, _ = host.playbook(playbook, extra)
+        end = time.monotonic() - load.began
+        time.sleep(3)
+    return took, load, (start, end)
+
+
+def p4_p5(host, first_converge: float) -> tuple[dict, dict]:
+    """A code-only deploy and a rollback of the reference app's history, each under steady load, against
+    the load at rest; plots every request's latency to latest.png."""
+    log("P4/P5: deploys and a rollback of the reference app's history, under steady load")
+    repo = Path(tempfile.mkdtemp(prefix="app-history-", dir=WORK))
+    tags = testhelpers.make_app_history(repo)
+    deploy = {"app_git_repo": str(repo), "app_controller_cache_dir": str(WORK / "controller-cache")}
+    host.playbook("playbooks/deploy.yml", {**deploy, "app_git_version": "v2"})
+    with testhelpers.Load(host.address, DOMAIN, **LOAD) as rest:
+        time.sleep(15)
+    code_only, during_deploy, deploy_span = timed_under_load(host, "playbooks/deploy.yml",
+                                                             {**deploy, "app_git_version": "v2b"})
+    rollback, during_rollback, rollback_span = timed_under_load(host, "playbooks/rollback.yml")
+    plot({"code-only deploy": during_deploy, "rollback": during_rollback},
+         {"code-only deploy": {"deploy.yml": deploy_span}, "rollback": {"rollback.yml": rollback_span}},
+         RESULTS / "latest.png")
+    p4 = {"code_only_deploy_s": code_only, "first_converge_s": first_converge,
+          "code_only_over_first_converge": code_only / first_converge, "rollback_s": rollback,
+          "commit": tags["v2b"]}
+    p5 = {"rest_p99_ms": rest.p99() * 1000, "rest_requests": rest.ok + rest.failed}
+    for key, load in (("deploy", during_deploy), ("rollback", during_rollback)):
+        p5.update({f"{key}_requests": load.ok + load.failed, f"{key}_failed": load.failed,
+                   f"{key}_retried": load.retried, f"{key}_p99_ms": load.p99() * 1000,
+                   f"{key}_max_ms": max(load.latencies) * 1000, f"{key}_p99_over_rest": load.p99() / rest.p99()})
+    return p4, p5
+
+
+def write_results(results: dict) -> str:
+    """latest.json (the one before it kept as previous.json) and latest.md, the table beside the previous run."""
+    latest = RESULTS / "latest.json"
+    previous = json.loads(latest.read_text()) if latest.exists() else None
+    if previous:
+        (RESULTS / "previous.json").write_text(latest.read_text())
+    latest.write_text(json.dumps(results, indent=1) + "\n")
+    table = markdown(results, previous)
+    (RESULTS / "latest.md").write_text(table)
+    return table
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--keep", action="store_true", help="leave the bench host running")
@@ -259,56 +330,11 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    results: dict = {"machine": {"cpus": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf(
-        "SC_PHYS_PAGES") / 2**30), "os": platform.freedesktop_os_release().get("PRETTY_NAME", ""),
-        "date": time.strftime("%Y-%m-%d"), "test_host": "Ubuntu 24.04 (systemd-nspawn)"}}
+    results: dict = {"machine": machine()}
     host = boot(WORK / "inventory")
     try:
-        log("P1: site.yml on the bare host, then again")
-        first, out1 = host.playbook("site.yml")
-        second, out2 = host.playbook("site.yml")
-        results["P1"] = {"first_s": first, "second_s": second, "second_over_first": second / first,
-                         "first_changed": changed_count(out1), "second_changed": changed_count(out2)}
-
-        log("P2: the no-change run with a naive ansible.cfg")
-        naive, out3 = host.playbook("site.yml", env={"ANSIBLE_PIPELINING": "False", "ANSIBLE_STRATEGY": "linear",
-                                                     "ANSIBLE_SSH_ARGS": "-o ControlMaster=no"})
-        results["P2"] = {"naive_s": naive, "ours_s": second, "naive_over_ours": naive / second,
-                         "naive_changed": changed_count(out3)}
-
-        log("P4/P5: deploys and a rollback of the reference app's history, under steady load")
-        repo = Path(tempfile.mkdtemp(prefix="app-history-", dir=WORK))
-        tags = testhelpers.make_app_history(repo)
-        deploy = {"app_git_repo": str(repo), "app_controller_cache_dir": str(WORK / "controller-cache")}
-        host.playbook("playbooks/deploy.yml", {**deploy, "app_git_version": "v2"})
-        with testhelpers.Load(host.address, DOMAIN, **LOAD) as rest:
-            time.sleep(15)
-        loads, marks = {}, {}
-        with testhelpers.Load(host.address, DOMAIN, **LOAD) as during_deploy:
-            time.sleep(3)
-            t0 = time.monotonic() - during_deploy.began
-            code_only, _ = host.playbook("playbooks/deploy.yml", {**deploy, "app_git_version": "v2b"})
-            t1 = time.monotonic() - during_deploy.began
-            time.sleep(3)
-        with testhelpers.Load(host.address, DOMAIN, **LOAD) as during_rollback:
-            time.sleep(3)
-            r0 = time.monotonic() - during_rollback.began
-            rollback, _ = host.playbook("playbooks/rollback.yml")
-            r1 = time.monotonic() - during_rollback.began
-            time.sleep(3)
-        loads = {"code-only deploy": during_deploy, "rollback": during_rollback}
-        marks = {"code-only deploy": {"deploy.yml": (t0, t1)}, "rollback": {"rollback.yml": (r0, r1)}}
-        results["P4"] = {"code_only_deploy_s": code_only, "first_converge_s": first,
-                         "code_only_over_first_converge": code_only / first, "rollback_s": rollback,
-                         "commit": tags["v2b"]}
-        results["P5"] = {"rest_p99_ms": rest.p99() * 1000, "rest_requests": rest.ok + rest.failed}
-        for key, load in (("deploy", during_deploy), ("rollback", during_rollback)):
-            results["P5"].update({f"{key}_requests": load.ok + load.failed, f"{key}_failed": load.failed,
-                                  f"{key}_retried": load.retried, f"{key}_p99_ms": load.p99() * 1000,
-                                  f"{key}_max_ms": max(load.latencies) * 1000,
-                                  f"{key}_p99_over_rest": load.p99() / rest.p99()})
-        plot(loads, marks, RESULTS / "latest.png")
-
+        results["P1"], results["P2"] = p1_p2(host)
+        results["P4"], results["P5"] = p4_p5(host, results["P1"]["first_s"])
         results["P3"] = p3(host)
         results["P6"] = p6(host)
         results["security"] = security(host)
@@ -316,14 +342,7 @@ def main() -> int:
         if not args.keep:
             subprocess.run(["python3", str(REPO / "scripts/testhost"), "down", NAME], capture_output=True)
     results["took_s"] = time.monotonic() - began
-    latest = RESULTS / "latest.json"
-    previous = json.loads(latest.read_text()) if latest.exists() else None
-    if previous:
-        (RESULTS / "previous.json").write_text(latest.read_text())
-    latest.write_text(json.dumps(results, indent=1) + "\n")
-    table = markdown(results, previous)
-    (RESULTS / "latest.md").write_text(table)
-    print(table)
+    print(write_results(results))
     return 0
 
 
