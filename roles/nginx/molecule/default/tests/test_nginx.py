@@ -2,6 +2,7 @@
 intermediate profile, and a configuration nginx never sees broken."""
 
 import json
+import re
 
 import pytest
 
@@ -114,6 +115,39 @@ def test_the_maintenance_page_spares_loopback_and_answers_when_the_app_is_down(h
         host.check_output("systemctl start echo-upstream")
         host.run("for i in $(seq 50); do curl -sk --fail -o /dev/null --resolve site.test:443:127.0.0.1 "
                  "https://site.test/ && break; sleep 0.2; done")
+
+
+def test_upstream_entry_point_takes_a_server_out_and_back(host):
+    """tasks_from: upstream (roles/app's drain): `down` on the server's line and a reload, so nginx stops
+    sending it requests (its only server here: 502, with the maintenance page); `up` puts it back; a
+    second `up` changes nothing; a server the site does not have, or another state, is refused unchanged."""
+    site = "/etc/nginx/sites-available/site.conf"
+    playbook = "roles/nginx/molecule/default/upstream.yml"
+
+    def mark(server, state):
+        return testhelpers.run_playbook(playbook, {"nginx_upstream_server": server, "nginx_upstream_state": state})
+
+    before = host.file(site).content_string
+    try:
+        rc, out = mark("127.0.0.1:8001", "down")
+        assert rc == 0, out[-3000:]
+        assert "    server 127.0.0.1:8001 down max_fails=3 fail_timeout=10s;" in host.file(site).content_string
+        res = curl(host, "https://site.test/")
+        assert status(res) == 502 and "Back in a moment" in body(res), res.stdout
+        rc, out = mark("127.0.0.1:8001", "up")
+        assert rc == 0, out[-3000:]
+        assert host.file(site).content_string == before
+        assert status(curl(host, "https://site.test/")) == 200
+        rc, out = mark("127.0.0.1:8001", "up")
+        assert rc == 0 and re.search(r"^\S+\s+: ok=\d+\s+changed=0 ", out, re.MULTILINE), out[-3000:]
+        rc, out = mark("127.0.0.1:8002", "down")
+        assert rc != 0 and "has no upstream server 127.0.0.1:8002" in out, out[-3000:]
+        rc, out = mark("127.0.0.1:8001", "drained")
+        assert rc != 0 and "nginx_upstream_state" in out, out[-3000:]
+        assert host.file(site).content_string == before
+    finally:
+        if host.file(site).content_string != before:
+            mark("127.0.0.1:8001", "up")
 
 
 def test_proxy_headers_for_proxyfix(host):
