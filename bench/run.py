@@ -108,9 +108,9 @@ def boot(keep_inventory: Path) -> Host:
             "children": {g: {"hosts": {NAME: None}} for g in ("db", "redis", "web", "lb")}}}))
     settings = {
         "app_domains": [DOMAIN], "app_acme_email": "ops@flask-deploy.test",
-        "app_acme_server": "https://10.77.0.1:14000/dir",
-        "app_acme_ca_bundle": "/usr/local/share/ca-certificates/pebble-api.crt",
-        "common_ntp_servers": ["10.77.0.1"],
+        "app_acme_server": testhelpers.TESTNET["testnet_acme_server"],
+        "app_acme_ca_bundle": testhelpers.TESTNET["testnet_acme_ca_bundle"],
+        "common_ntp_servers": [testhelpers.TESTNET["testnet_gateway"]],
         # P2's naive ansible.cfg opens one SSH connection per task, which ufw's SSH limit would refuse
         "common_firewall_ssh_limit": False,
         **{k: secrets.token_urlsafe(32) for k in ("vault_app_secret_key", "vault_postgresql_owner_password",

@@ -98,3 +98,17 @@ def test_a_stack_host_boots_with_recent_apt_lists_and_a_bare_host_without():
         assert none.stdout.strip() == "0", none.stdout
     finally:
         run_testhost("down", stack, bare)
+
+
+def test_the_test_network_file_agrees_with_itself():
+    """scripts/testnet.json is the one place for the test network's addresses: the gateway is the bridge's
+    first address, the ACME server is Pebble on it, and testhost (which makes the bridge) reads the file."""
+    import ipaddress
+    import json
+
+    net = json.loads((TESTHOST.parent / "testnet.json").read_text())
+    subnet = ipaddress.ip_network(net["testnet_subnet"])
+    assert net["testnet_gateway"] == str(subnet[1])
+    assert net["testnet_acme_server"] == f"https://{net['testnet_gateway']}:{net['testnet_pebble_port']}/dir"
+    out = subprocess.run(["python3", str(TESTHOST), "pebble", "env"], capture_output=True, text=True, timeout=30)
+    assert net["testnet_acme_server"] in out.stdout, (out.stdout, out.stderr)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TESTHOST = REPO / "scripts" / "testhost"
+# The test network's addresses and Pebble's (testnet_gateway, testnet_subnet, testnet_acme_server, ...).
+TESTNET = json.loads((REPO / "scripts" / "testnet.json").read_text())
 
 
 def _ansible_env() -> dict:
@@ -97,19 +99,14 @@ def assert_refused_before_any_change(extra: dict, *messages: str) -> None:
         assert written == "", f"{target.backend.get_hostname()}: written despite the refusal:\n{written}"
 
 
-def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None = None,
-                 settings: str | None = None, timeout: int = 900, options: tuple = (),
-                 env: dict | None = None) -> tuple[int, str]:
+def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None = None, timeout: int = 900,
+                 options: tuple = (), env: dict | None = None) -> tuple[int, str]:
     """Run one of the project's playbooks (path relative to the repository) against the scenario's hosts,
-    as a user would: the scenario's settings file (vars/settings.yml) stands in for the inventory's
-    group_vars, unless the scenario links real group_vars into its inventory (molecule/otherapp).
+    as a user would: its settings come from the group_vars Molecule links into the scenario's inventory.
     `options` go to ansible-playbook as they are (--check, --diff); `env` adds to its environment.
 
     Returns the exit code and the whole output."""
-    settings = settings or f"{os.environ['MOLECULE_SCENARIO_DIRECTORY']}/vars/settings.yml"
     command = ["ansible-playbook", "-i", inventory or os.environ["MOLECULE_INVENTORY_FILE"], *options]
-    if Path(settings).exists():
-        command += ["-e", f"@{settings}"]
     if extra:
         command += ["-e", json.dumps(extra)]
     # Its own process group: on a timeout the forked workers go too, not only ansible-playbook (orphans
@@ -123,6 +120,20 @@ def run_playbook(playbook: str, extra: dict | None = None, inventory: str | None
         stdout, stderr = proc.communicate()  # what it printed until then says where it hung
         return 124, f"{stdout}{stderr}\n[run_playbook: {playbook} still ran after {timeout} s and was stopped]"
     return proc.returncode, stdout + stderr
+
+
+def inventory_copy(directory: Path) -> tuple[dict, Path]:
+    """A copy of the scenario's inventory in DIRECTORY, for a test to change: the hosts file Molecule wrote
+    and the group_vars and host_vars it links in, copied as files. Returns the hosts file's content and
+    its path: change the content, write it back, and pass the path as run_playbook's `inventory`."""
+    import shutil
+
+    import yaml
+
+    source = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    target = directory / "inventory"
+    shutil.copytree(source.parent, target, symlinks=False)
+    return yaml.safe_load(source.read_text()), target / source.name
 
 
 def deploy_state(host, app: str = "notesapp", database: bool = True) -> str:

@@ -20,7 +20,7 @@ import pytest
 import testhelpers
 
 DOMAIN = "lb.test"
-PORT = 8001     # app_port in vars/settings.yml (not the default 8000)
+PORT = 8001     # app_port in inventory/group_vars/all/main.yml (not the default 8000)
 HISTORY = {}   # tag -> commit of the test repository
 RELEASES = {}  # tag -> release id the deploy made
 
@@ -375,9 +375,8 @@ def test_a_dump_the_db_host_cannot_read_is_refused_before_any_change(hosts, addr
 def test_preflight_refuses_a_split_topology_without_private_addresses(hosts, tmp_path):
     import yaml
 
-    inventory = yaml.safe_load(Path(testhelpers.os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
+    inventory, path = testhelpers.inventory_copy(tmp_path)
     inventory["all"]["hosts"]["web2"]["private_address"] = "web2.internal"
-    path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump(inventory))
     rc, out = testhelpers.run_playbook("molecule/cluster/converge.yml", inventory=str(path))
     assert rc != 0

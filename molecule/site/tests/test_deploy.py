@@ -606,17 +606,15 @@ def test_preflight_refuses_an_inventory_without_a_group(host, tmp_path):
     ranks stack.yml above it, so it would be ignored without a word (the app's own settings are fine)."""
     import yaml
 
-    inventory = yaml.safe_load(Path(testhelpers.os.environ["MOLECULE_INVENTORY_FILE"]).read_text())
+    inventory, path = testhelpers.inventory_copy(tmp_path)
     inventory.pop("lb")
-    path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump(inventory))
-    (tmp_path / "group_vars/all").mkdir(parents=True)
-    (tmp_path / "group_vars/all/main.yml").write_text("nginx_server_names: [elsewhere.test]\napp_keep_releases: 6\n")
+    (path.parent / "group_vars/all/roles.yml").write_text("nginx_server_names: [elsewhere.test]\napp_keep_releases: 6\n")
     rc, out = testhelpers.run_playbook("molecule/site/converge.yml", inventory=str(path))
     assert rc != 0
     assert "inventory group 'lb' is missing or has no hosts" in out, out[-3000:]
     flat = " ".join(out.split())
-    assert (f"nginx_server_names is set in {tmp_path}/group_vars/all, where group_vars/all/stack.yml "
+    assert (f"nginx_server_names is set in {path.parent}/group_vars/all, where group_vars/all/stack.yml "
             "(which Ansible ranks above it) overrides it") in flat, out[-3000:]
     assert "app_keep_releases is set" not in flat
     assert re.search(r"^\S+\s+: ok=\d+\s+changed=0 ", out, re.MULTILINE)

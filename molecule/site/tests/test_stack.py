@@ -1,5 +1,6 @@
 """site.yml on one bare host, and the harness's ACME server as a certificate scenario sees it."""
 
+import ipaddress
 import json
 import random
 import re
@@ -14,7 +15,7 @@ import pytest
 
 import testhelpers
 
-GATEWAY = "10.77.0.1"
+GATEWAY = testhelpers.TESTNET["testnet_gateway"]
 DOMAIN = "allinone.test"
 
 
@@ -60,19 +61,20 @@ def test_a_name_added_again_points_at_the_new_address_only():
     must not validate against the old one (the mock DNS appends; `testhost dns add` replaces)."""
     name = f"readded-{random.randrange(10**6)}.test"
     testhost = Path(__file__).resolve().parents[3] / "scripts/testhost"
-    for address in ("10.77.0.250", "10.77.0.251"):
+    subnet = ipaddress.ip_network(testhelpers.TESTNET["testnet_subnet"])
+    for address in (str(subnet[250]), str(subnet[251])):
         subprocess.run(["python3", str(testhost), "dns", "add", name, address], check=True, timeout=30)
-    assert dns_a(name) == ["10.77.0.251"]
+    assert dns_a(name) == [str(subnet[251])]
 
 
 def test_host_reaches_pebble_with_its_ca(host):
     out = host.check_output(
-        f"curl -sS --fail --cacert /usr/local/share/ca-certificates/pebble-api.crt https://{GATEWAY}:14000/dir")
+        f"curl -sS --fail --cacert {testhelpers.TESTNET['testnet_acme_ca_bundle']} {testhelpers.TESTNET['testnet_acme_server']}")
     assert "newOrder" in json.loads(out)
 
 
 def test_pebble_api_is_not_trusted_without_its_ca(host):
-    assert host.run(f"curl -sS --fail https://{GATEWAY}:14000/dir").rc != 0
+    assert host.run(f"curl -sS --fail {testhelpers.TESTNET['testnet_acme_server']}").rc != 0
 
 
 def test_services_of_every_group_running(host):

@@ -53,7 +53,7 @@ def test_certificate_issued_by_pebble_and_served_by_nginx(host, domain):
 def test_renewal_configuration_uses_webroot_and_the_chosen_server(host, domain):
     conf = host.file(f"/etc/letsencrypt/renewal/{domain}.conf").content_string
     assert "authenticator = webroot" in conf
-    assert "server = https://10.77.0.1:14000/dir" in conf
+    assert f"server = {testhelpers.TESTNET['testnet_acme_server']}" in conf
 
 
 def test_packaged_timer_is_the_only_scheduler(host):
@@ -68,7 +68,7 @@ def test_packaged_timer_is_the_only_scheduler(host):
 
 def test_timer_environment_trusts_the_acme_servers_ca(host):
     env = host.run("systemctl show -p Environment --value certbot.service").stdout
-    assert "REQUESTS_CA_BUNDLE=/usr/local/share/ca-certificates/pebble-api.crt" in env
+    assert f"REQUESTS_CA_BUNDLE={testhelpers.TESTNET['testnet_acme_ca_bundle']}" in env
 
 
 def test_deploy_hook_checks_and_reloads_nginx(host):

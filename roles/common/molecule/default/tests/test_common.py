@@ -8,6 +8,8 @@ import pytest
 
 import testhelpers
 
+GATEWAY = testhelpers.TESTNET["testnet_gateway"]   # the controller on the test bridge
+
 
 @pytest.fixture(scope="module")
 def address(host):
@@ -79,7 +81,7 @@ def test_timezone(host):
 def test_chrony_uses_only_configured_servers(host):
     assert host.service("chrony").is_enabled
     sources = host.file("/etc/chrony/sources.d/common.sources")
-    assert "server 10.77.0.1 iburst" in sources.content_string
+    assert f"server {GATEWAY} iburst" in sources.content_string
     assert "Ansible managed" in sources.content_string
     active = [line for line in host.file("/etc/chrony/chrony.conf").content_string.splitlines()
               if line.startswith(("pool ", "server "))]
@@ -131,7 +133,7 @@ def test_firewall_policy(host):
     assert "Status: active" in status
     assert "deny (incoming), allow (outgoing), deny (routed)" in status
     assert "22/tcp" in status and "LIMIT IN" in status
-    assert "8125/udp" in status and "10.77.0.0/24" in status
+    assert "8125/udp" in status and testhelpers.TESTNET["testnet_subnet"] in status
 
 
 def test_open_port_reachable_from_outside(address, listener):
@@ -148,7 +150,7 @@ def test_closed_port_unreachable_from_outside(host, address, listener):
 def test_fail2ban_guards_sshd(host):
     status = host.check_output("fail2ban-client status sshd")
     assert "Journal matches:" in status or "File list:" in status
-    assert "10.77.0.1" in host.check_output("fail2ban-client get sshd ignoreip")
+    assert GATEWAY in host.check_output("fail2ban-client get sshd ignoreip")
 
 
 def test_swap_file_prepared(host):

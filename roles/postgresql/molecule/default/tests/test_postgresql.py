@@ -9,6 +9,8 @@ import pytest
 
 import testhelpers
 
+GATEWAY = testhelpers.TESTNET["testnet_gateway"]   # the controller on the test bridge
+
 APP_PASSWORD = "app-Test-password-0123456789"
 REPORTER_PASSWORD = "reporter-Test-password-0123456789"
 VERSIONS = {"ubuntu2404": "16", "ubuntu2204": "14", "debian12": "15"}
@@ -76,7 +78,7 @@ def test_hba_holds_only_the_configured_rules(host, version):
         ["local", "all", "postgres", "peer"],
         ["local", "app", "app", "scram-sha-256"],
         ["host", "app", "app", "127.0.0.1/32", "scram-sha-256"],
-        ["host", "app", "app", "10.77.0.1/32", "scram-sha-256"],
+        ["host", "app", "app", f"{GATEWAY}/32", "scram-sha-256"],
         ["host", "app", "reporter", "127.0.0.1/32", "scram-sha-256"],
         ["host", "app", "app", "192.0.2.10/32", "scram-sha-256"],
     ]
@@ -129,9 +131,9 @@ def test_allowed_address_accepted_from_controller(hostvars):
 
 
 def test_address_outside_the_list_refused(hostvars):
-    # reporter may connect from 127.0.0.1 only; the controller (10.77.0.1) is another address
+    # reporter may connect from 127.0.0.1 only; the controller (GATEWAY) is another address
     res = psql_from_controller(hostvars["ansible_host"], "reporter", REPORTER_PASSWORD)
-    assert res.returncode != 0 and 'no pg_hba.conf entry for host "10.77.0.1"' in res.stderr, res.stderr
+    assert res.returncode != 0 and f'no pg_hba.conf entry for host "{GATEWAY}"' in res.stderr, res.stderr
 
 
 def test_listens_only_on_configured_addresses(host, hostvars):
