@@ -29,6 +29,12 @@ def test_domain_name(name, ok):
     assert rules.domain_name(name) is ok
 
 
+def test_wildcards_only_where_allowed():
+    assert rules.domain_name("*.example.com", wildcard=True) and rules.domain_name("example.com", wildcard=True)
+    assert not rules.domain_name("*.example.com") and not rules.domain_name("*.com", wildcard=True)
+    assert not rules.domain_name("a.*.example.com", wildcard=True) and not rules.domain_name("**.a.test", wildcard=True)
+
+
 @pytest.mark.parametrize("name, ok", [
     ("notesapp", True), ("book_shelf-2", True), ("a" * 31, True),
     ("a" * 32, False), ("Notes", False), ("2app", False), ("bad name", False), ("", False),

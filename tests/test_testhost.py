@@ -110,5 +110,7 @@ def test_the_test_network_file_agrees_with_itself():
     subnet = ipaddress.ip_network(net["testnet_subnet"])
     assert net["testnet_gateway"] == str(subnet[1])
     assert net["testnet_acme_server"] == f"https://{net['testnet_gateway']}:{net['testnet_pebble_port']}/dir"
+    assert net["testnet_dns01_acme_server"] == \
+        f"https://{net['testnet_gateway']}:{net['testnet_pebble_dns01_port']}/dir"
     out = subprocess.run(["python3", str(TESTHOST), "pebble", "env"], capture_output=True, text=True, timeout=30)
     assert net["testnet_acme_server"] in out.stdout, (out.stdout, out.stderr)

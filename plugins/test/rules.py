@@ -4,6 +4,7 @@ roles accept too. ansible.cfg (test_plugins) and .config/molecule/config.yml (AN
 this directory on Ansible's path.
 
     app_domains | reject('domain_name')        a DNS name a certificate can name
+    name is domain_name(wildcard=true)         the same, or *. before one (a certificate by DNS-01)
     app_name is unit_name                      an app name that can name a user, units, files and a site
     app_acme_email is email_address            an e-mail address (one @, a dot in the domain)
     app_acme_server is acme_server             letsencrypt, letsencrypt-staging or an https:// URL
@@ -18,8 +19,8 @@ import re
 # Letters, digits and inner hyphens in each label (63 at most), at least two labels, the last one not
 # numeric (so no IP address), 253 characters at most. Lower case only: certbot and Let's Encrypt fold
 # names to lower case, and the certificate's directory (/etc/letsencrypt/live/NAME) is named after the
-# first one as given. No wildcard: a wildcard certificate needs the DNS-01 challenge, which the certbot
-# role does not use (it answers HTTP-01 from nginx's webroot).
+# first one as given. A wildcard (*. before such a name) only where the caller allows it: a wildcard
+# certificate needs the DNS-01 challenge (certbot_challenge: dns-01); nginx serves one either way.
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)+[a-z]([a-z0-9-]{{0,61}}[a-z0-9])?$")
 # A lower-case letter first, then letters, digits, - and _: 31 characters at most, as a system user name
@@ -28,7 +29,9 @@ _UNIT = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def domain_name(value) -> bool:
+def domain_name(value, wildcard: bool = False) -> bool:
+    if wildcard and isinstance(value, str) and value.startswith("*."):
+        value = value[2:]
     return isinstance(value, str) and bool(_DOMAIN.match(value))
 
 

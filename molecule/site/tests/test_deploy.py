@@ -581,21 +581,24 @@ def test_logrotate_covers_every_log_the_stack_writes(host):
 # named (one run per setting cost 20 s each; two settings that exclude each other go in separate runs).
 @pytest.mark.parametrize("extra, messages", [
     ({"vault_app_secret_key": "", "vault_redis_password": "changeme", "vault_postgresql_app_password": "short",
-      "app_domains": ["notes_app.example.com", "https://notes.example.com/"], "app_acme_email": "ops",
-      "app_port": 5432, "preflight_supported_os": ["Debian 12"]},
+      "app_domains": ["*.example.com", "notes_app.example.com", "https://notes.example.com/"],
+      "app_acme_email": "ops", "app_port": 5432, "preflight_supported_os": ["Debian 12"]},
      ["vault_app_secret_key is not set", "vault_redis_password is weak (a known default)",
       "vault_postgresql_app_password is weak (5 characters)",
       "app_domains entry 'notes_app.example.com' is not a DNS name",
       "app_domains entry 'https://notes.example.com/' is not a DNS name",
+      "app_domains has the wildcard name(s) *.example.com, which only the DNS-01 challenge can certify",
+      "app_domains' first entry *.example.com names the certificate",
       "app_acme_email 'ops' is not an e-mail address", "app_port=5432 clashes with PostgreSQL's port",
       "runs Ubuntu 24.04, which this project does not support"]),
     ({"vault_redis_app_password": "test-Redis-admin-password-0123456789",
       "vault_postgresql_app_password": "test-secret-key-0123456789abcdef0123456789abcdef", "app_port": "80a",
-      "app_git_version": "v9.9.9-no-such-tag"},
+      "app_git_version": "v9.9.9-no-such-tag", "app_acme_challenge": "dns-01", "app_acme_dns_plugin": "cloudflare"},
      ["vault_redis_password and vault_redis_app_password are the same",
       "vault_app_secret_key and vault_postgresql_app_password are the same",
       "app_port=80a is not a port number from 1024 to 65535",
-      "app_git_version=v9.9.9-no-such-tag cannot be fetched from app_git_repo="]),
+      "app_git_version=v9.9.9-no-such-tag cannot be fetched from app_git_repo=",
+      "vault_acme_dns_credentials lacks dns_cloudflare_api_token: app_acme_challenge dns-01"]),
 ])
 def test_preflight_refuses_bad_settings_before_any_change(host, extra, messages):
     testhelpers.assert_refused_before_any_change(extra, *messages)
