@@ -1,8 +1,9 @@
-"""The notes JSON API: create, list (paginated, cached in Redis), get."""
+"""The notes JSON API: create, list (paginated, cached in Redis), get, and share links (signed tokens)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
+from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.exceptions import HTTPException
 
 from . import cache
@@ -88,4 +89,32 @@ def get_note(note_id: int):
     note = db.session.get(Note, note_id)
     if note is None:
         return jsonify(error="not found", message=f"no note with id {note_id}"), 404
+    return jsonify(note.to_dict())
+
+
+def _share_signer() -> URLSafeSerializer:
+    """Signs with SECRET_KEY and still accepts what SECRET_KEY_FALLBACKS signed (itsdangerous: the last key
+    signs, every key verifies), as Flask's session does: links survive a rotation of the key while the old
+    one is a fallback."""
+    keys = [*current_app.config.get("SECRET_KEY_FALLBACKS", []), current_app.config["SECRET_KEY"]]
+    return URLSafeSerializer(keys, salt="note-share")
+
+
+@bp.post("/notes/<int:note_id>/share")
+def share_note(note_id: int):
+    if db.session.get(Note, note_id) is None:
+        return jsonify(error="not found", message=f"no note with id {note_id}"), 404
+    token = _share_signer().dumps({"note": note_id})
+    return jsonify(token=token, url=f"/api/shared/{token}"), 201
+
+
+@bp.get("/shared/<token>")
+def shared_note(token: str):
+    try:
+        note_id = _share_signer().loads(token)["note"]
+    except (BadSignature, KeyError, TypeError):
+        return jsonify(error="not found", message="no such share link"), 404
+    note = db.session.get(Note, note_id)
+    if note is None:
+        return jsonify(error="not found", message="no such share link"), 404
     return jsonify(note.to_dict())

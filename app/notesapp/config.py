@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 WEAK_SECRETS = {"changeme", "change-me", "secret", "dev", "development", "password", "flask", "default",
@@ -15,6 +16,9 @@ class ConfigError(RuntimeError):
 
 class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-not-secret")
+    # Keys that signed sessions and share links before the last rotation: still accepted, never used to
+    # sign. $SECRET_KEY_FALLBACKS is a JSON list of strings (any characters), as the deploy writes it.
+    SECRET_KEY_FALLBACKS: list[str] = []
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", "postgresql:///notes")
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
@@ -70,6 +74,7 @@ class ProductionConfig(Config):
         if not os.environ.get("DATABASE_URL"):
             raise ConfigError("DATABASE_URL is not set: set it to postgresql://USER:PASSWORD@HOST/DBNAME")
         cls.SECRET_KEY = secret
+        cls.SECRET_KEY_FALLBACKS = secret_key_fallbacks(os.environ.get("SECRET_KEY_FALLBACKS", ""))
         cls.SQLALCHEMY_DATABASE_URI = os.environ["DATABASE_URL"]
         cls.TRUSTED_HOSTS = trusted_hosts(os.environ.get("TRUSTED_HOSTS", ""))
 
@@ -97,3 +102,17 @@ def get_config(name: str | None) -> type[Config]:
         return CONFIGS[name]
     except KeyError:
         raise ConfigError(f"APP_ENV={name!r} is unknown: use one of {', '.join(CONFIGS)}") from None
+
+
+def secret_key_fallbacks(value: str) -> list[str]:
+    """SECRET_KEY_FALLBACKS='["old key"]' as Flask wants it (a list); empty: none."""
+    if not value.strip():
+        return []
+    try:
+        keys = json.loads(value)
+    except ValueError:
+        keys = None
+    if not isinstance(keys, list) or not all(isinstance(key, str) and key for key in keys):
+        raise ConfigError('SECRET_KEY_FALLBACKS must be a JSON list of the previous keys, e.g. ["the old key"] '
+                          "(leave it unset for none)")
+    return keys

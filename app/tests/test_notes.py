@@ -80,3 +80,27 @@ def test_html_page_and_static_files(client):
     assert b"Shown &lt;on&gt; the page" in page.data  # escaped
     assert b"/static/notes.css" in page.data and b"/static/notes.js" in page.data
     assert client.get("/static/notes.js").status_code == 200
+
+
+def test_a_share_link_shows_the_note_and_a_forged_one_does_not(client):
+    note = create(client, "shared").get_json()
+    share = client.post(f"/api/notes/{note['id']}/share")
+    assert share.status_code == 201
+    assert client.get(share.get_json()["url"]).get_json()["title"] == "shared"
+    token = share.get_json()["token"]
+    assert client.get(f"/api/shared/{token[:-2]}xx").status_code == 404
+    assert client.post("/api/notes/999999/share").status_code == 404
+
+
+def test_share_links_survive_a_key_rotation_while_the_old_key_is_a_fallback(app, client):
+    """SECRET_KEY rotated with the old key in SECRET_KEY_FALLBACKS (playbooks/rotate-secrets.yml): links
+    signed before still open; once the fallback is gone, they do not."""
+    note = create(client, "kept").get_json()
+    url = client.post(f"/api/notes/{note['id']}/share").get_json()["url"]
+    old = app.config["SECRET_KEY"]
+    app.config.update(SECRET_KEY="a-new-key-" + "x" * 40, SECRET_KEY_FALLBACKS=[old])
+    assert client.get(url).status_code == 200
+    fresh = client.post(f"/api/notes/{note['id']}/share").get_json()["url"]
+    assert fresh != url and client.get(fresh).status_code == 200
+    app.config.update(SECRET_KEY_FALLBACKS=[])
+    assert client.get(url).status_code == 404

@@ -40,6 +40,16 @@ def test_production_needs_database_url(monkeypatch):
         create_app("production")
 
 
+def test_production_reads_the_previous_keys_as_a_json_list(monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", STRONG)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://x@localhost/x")
+    monkeypatch.setenv("SECRET_KEY_FALLBACKS", '["k3/Zx+9q=Lw@:#?%, \\"old\\""]')
+    assert create_app("production").config["SECRET_KEY_FALLBACKS"] == ['k3/Zx+9q=Lw@:#?%, "old"']
+    monkeypatch.setenv("SECRET_KEY_FALLBACKS", "an-old-key")
+    with pytest.raises(ConfigError, match="SECRET_KEY_FALLBACKS must be a JSON list"):
+        create_app("production")
+
+
 def test_production_never_debug(monkeypatch):
     monkeypatch.setenv("SECRET_KEY", STRONG)
     monkeypatch.setenv("DATABASE_URL", "postgresql://x@localhost/x")

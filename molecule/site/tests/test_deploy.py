@@ -621,3 +621,79 @@ def test_preflight_refuses_an_inventory_without_a_group(host, tmp_path):
             "(which Ansible ranks above it) overrides it") in flat, out[-3000:]
     assert "app_keep_releases is set" not in flat
     assert re.search(r"^\S+\s+: ok=\d+\s+changed=0 ", out, re.MULTILINE)
+
+
+ROTATED = ["vault_postgresql_app_password", "vault_redis_app_password", "vault_app_secret_key"]
+
+
+def vault_values():
+    import yaml
+
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "inventory/group_vars/all/vault.yml").read_text())
+
+
+def as_app(host, password: str, sql: str):
+    """psql as the app's runtime role over TCP with PASSWORD (libpq's variable, not the command line)."""
+    return host.run(f"PGPASSWORD={shlex.quote(password)} psql -h 127.0.0.1 -U notesapp_app -d notesapp -XAt "
+                    f"-c {shlex.quote(sql)}")
+
+
+def redis_ping(host, password: str) -> str:
+    res = host.run(f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --user notesapp PING")
+    return (res.stdout + res.stderr).strip()
+
+
+def test_secrets_rotate_under_load_without_a_failed_request(host, address):
+    """playbooks/rotate-secrets.yml with new values (of every character) and the old ones as *_previous:
+    under load no request fails; afterwards only the new passwords open PostgreSQL and Redis, the second
+    login is gone, a share link signed with the old SECRET_KEY still opens (the old key is a fallback), and
+    the run says which vault values can go and until when to keep the old key. A rotation whose new value
+    is its old one is refused before any change. Then the same playbook rotates back to the inventory's
+    values (the old key not kept), leaving the host as the later tests expect it."""
+    old = vault_values()
+    new = {name: f"rot/{name[6:12]}+=@:#?%-" + "k3Zx9qLw" * 5 for name in ROTATED}
+    note = api(host, "POST", "/api/notes", {"title": "shared before the rotation"})
+    link = api(host, "POST", f"/api/notes/{note['id']}/share")["url"]
+    with testhelpers.Load(address, DOMAIN) as load:
+        time.sleep(1)
+        rc, out = testhelpers.run_playbook(
+            "playbooks/rotate-secrets.yml", {**new, **{f"{name}_previous": old[name] for name in ROTATED}})
+        time.sleep(1)
+    print(f"\nrotation of the app's secrets under load: {load.summary()}")
+    assert rc == 0, out[-3000:]
+    assert load.ok > 50, "the load did not run"
+    assert load.failed == 0, load.summary()
+    flat = " ".join(out.split())
+    assert ("Delete vault_postgresql_app_password_previous and vault_redis_app_password_previous from the vault "
+            "now") in flat, out[-2000:]
+    assert re.search(r"Keep vault_app_secret_key_previous until \d{4}-\d\d-\d\d \(rotate_secret_key_fallback_days"
+                     r"=30\)", flat), out[-2000:]
+    assert api(host, "GET", link)["title"] == "shared before the rotation"
+    assert as_app(host, new["vault_postgresql_app_password"], "SELECT 1").stdout == "1"
+    refused = as_app(host, old["vault_postgresql_app_password"], "SELECT 1")
+    assert refused.rc != 0 and "password authentication failed" in refused.stderr, refused.stderr
+    assert redis_ping(host, new["vault_redis_app_password"]) == "PONG"
+    assert "WRONGPASS" in redis_ping(host, old["vault_redis_app_password"])
+    assert host.check_output("runuser -u postgres -- psql -XAtc "
+                             "\"SELECT count(*) FROM pg_roles WHERE rolname = 'notesapp_app_rotate'\"") == "0"
+    assert "notesapp_app_rotate" not in host.check_output("cat /etc/postgresql/*/main/pg_hba.conf")
+    env = host.check_output("cat /etc/notesapp/env")
+    assert "DATABASE_URL=\"postgresql://notesapp_app:rot" in env and "SECRET_KEY_FALLBACKS=" in env
+
+    # the same value twice: refused, nothing written
+    host.check_output(f"touch {testhelpers.MARKER}")
+    rc, out = testhelpers.run_playbook("playbooks/rotate-secrets.yml", {
+        **new, "vault_redis_app_password_previous": new["vault_redis_app_password"]})
+    assert rc != 0
+    assert ("vault_redis_app_password_previous is the same as vault_redis_app_password: put the new value in "
+            "vault_redis_app_password") in " ".join(out.split()), out[-2000:]
+    assert host.check_output(f"find {testhelpers.WATCHED} -newer {testhelpers.MARKER} -print | head") == ""
+
+    # back to the inventory's values; the key without a fallback, as before
+    rc, out = testhelpers.run_playbook("playbooks/rotate-secrets.yml", {
+        f"{name}_previous": new[name] for name in ROTATED[:2]})
+    assert rc == 0, out[-3000:]
+    assert as_app(host, old["vault_postgresql_app_password"], "SELECT 1").stdout == "1"
+    assert redis_ping(host, old["vault_redis_app_password"]) == "PONG"
+    assert "SECRET_KEY_FALLBACKS" not in host.check_output("cat /etc/notesapp/env")
+    assert api(host, "GET", "/health/ready")["status"] == "ready"
