@@ -679,6 +679,8 @@ def test_secrets_rotate_under_load_without_a_failed_request(host, address):
     assert "notesapp_app_rotate" not in host.check_output("cat /etc/postgresql/*/main/pg_hba.conf")
     env = host.check_output("cat /etc/notesapp/env")
     assert "DATABASE_URL=\"postgresql://notesapp_app:rot" in env and "SECRET_KEY_FALLBACKS=" in env
+    # the worker reaches Redis (its queue) with the new password too
+    assert job(host, enqueue(host, "after the rotation"))["status"] == "finished"
 
     # the same value twice: refused, nothing written
     host.check_output(f"touch {testhelpers.MARKER}")
