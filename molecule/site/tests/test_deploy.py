@@ -634,10 +634,8 @@ def vault_values():
 
 def as_app(host, password: str, sql: str):
     """psql as the app's runtime role over TCP with PASSWORD (libpq's variable, not the command line)."""
-    res = host.run(f"PGPASSWORD={shlex.quote(password)} psql -h 127.0.0.1 -U notesapp_app -d notesapp -XAt "
-                   f"-c {shlex.quote(sql)}")
-    res.stdout = res.stdout.strip()
-    return res
+    return host.run(f"PGPASSWORD={shlex.quote(password)} psql -h 127.0.0.1 -U notesapp_app -d notesapp -XAt "
+                    f"-c {shlex.quote(sql)}")
 
 
 def redis_ping(host, password: str) -> str:
@@ -663,7 +661,7 @@ def test_secrets_rotate_under_load_without_a_failed_request(host, address):
         rc, out = testhelpers.run_playbook("playbooks/rotate-secrets.yml", {
             f"{name}_previous": new[name] for name in ROTATED[:2]})
         assert rc == 0, out[-3000:]
-    assert as_app(host, old["vault_postgresql_app_password"], "SELECT 1").stdout == "1"
+    assert as_app(host, old["vault_postgresql_app_password"], "SELECT 1").stdout.strip() == "1"
     assert redis_ping(host, old["vault_redis_app_password"]) == "PONG"
     assert "SECRET_KEY_FALLBACKS" not in host.check_output("cat /etc/notesapp/env")
     assert api(host, "GET", "/health/ready")["status"] == "ready"
@@ -685,7 +683,7 @@ def rotate_and_check(host, address, old, new, link):
     assert re.search(r"Keep vault_app_secret_key_previous until \d{4}-\d\d-\d\d \(rotate_secret_key_fallback_days"
                      r"=30\)", flat), out[-2000:]
     assert api(host, "GET", link)["title"] == "shared before the rotation"
-    assert as_app(host, new["vault_postgresql_app_password"], "SELECT 1").stdout == "1"
+    assert as_app(host, new["vault_postgresql_app_password"], "SELECT 1").stdout.strip() == "1"
     refused = as_app(host, old["vault_postgresql_app_password"], "SELECT 1")
     assert refused.rc != 0 and "password authentication failed" in refused.stderr, refused.stderr
     assert redis_ping(host, new["vault_redis_app_password"]) == "PONG"
