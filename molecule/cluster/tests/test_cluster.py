@@ -1,5 +1,6 @@
-"""Six hosts converged by site.yml: a load balancer, two web hosts, a worker host (the app's `background`
-process only: app_processes with group worker), PostgreSQL and Redis. Who may talk to whom, the spread of
+"""Seven hosts converged by site.yml: a load balancer, two web hosts, a worker host (the app's `background`
+process only: app_processes with group worker), PostgreSQL, Redis, and a backup host with the others'
+off-site copies. Who may talk to whom, the spread of
 requests, jobs on the worker host, rolling deploys and a rollback under steady load (the worker host switches
 after the web hosts), a web host powered off mid-load, and failed gates in the first and in the second batch.
 
@@ -10,6 +11,7 @@ import collections
 import http.client
 import json
 import re
+import shlex
 import ssl
 import subprocess
 import time
@@ -27,7 +29,7 @@ RELEASES = {}  # tag -> release id the deploy made
 
 @pytest.fixture(scope="module")
 def hosts():
-    """testinfra hosts by inventory name: lb, web1, web2, worker1, db, redis."""
+    """testinfra hosts by inventory name: lb, web1, web2, worker1, db, redis, backup1."""
     return {h.backend.get_hostname(): h for h in testhelpers.all_hosts()}
 
 
@@ -372,6 +374,161 @@ def test_a_dump_the_db_host_cannot_read_is_refused_before_any_change(hosts, addr
     assert through_lb(addresses["lb"])[0] == 200
 
 
+COPIERS = ("db", "web1", "web2", "lb")   # the hosts with something a restore needs: dumps, uploads, certificates
+UPLOADS = "/srv/notesapp/shared/uploads"
+
+
+def offsite(host, *args):
+    """/usr/local/sbin/offsite on a host, as root (what the timers run)."""
+    return host.run(" ".join(["/usr/local/sbin/offsite", *map(shlex.quote, args)]))
+
+
+def offsite_status(host, job="backup"):
+    return json.loads(host.file(f"/var/lib/offsite/{job}.json").content_string)
+
+
+def forget_ssh_connections(backup):
+    """Empty the backup host's count of new SSH connections per address (roles/common's ufw `limit`: the 6th
+    within 30 s is refused). A nightly copy opens one; a test that asks a repository several things within
+    seconds opens more."""
+    backup.check_output("for recent in /proc/net/xt_recent/*; do echo / > $recent; done")
+
+
+def snapshots(host):
+    result = offsite(host, "restic", "snapshots", "--json")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_every_host_with_data_copies_it_off_site_into_its_own_repository(hosts, addresses):
+    """site.yml gave db, web1, web2 and lb each a repository on backup1, behind a user of its own that may only
+    speak SFTP with that host's key; playbooks/backup.yml copied the dump, the uploads and the certificates
+    there. The copies are encrypted, and one host's key cannot open another host's repository."""
+    backup = hosts["backup1"]
+    upload = hosts["web1"].check_output(
+        f"head -c 300000 /dev/urandom > {UPLOADS}/photo.jpg && chown notesapp: {UPLOADS}/photo.jpg"
+        f" && sha256sum {UPLOADS}/photo.jpg")
+    rc, out = testhelpers.run_playbook("playbooks/backup.yml")
+    assert rc == 0, out[-3000:]
+    for name in COPIERS:
+        forget_ssh_connections(backup)
+        host = hosts[name]
+        assert host.service("offsite-backup.timer").is_enabled and host.service("offsite-check.timer").is_enabled
+        status = offsite_status(host)
+        assert status["result"] == "success" and status["snapshot"], (name, status)
+        assert status["last_success_at"] == status["finished_at"]
+        taken = snapshots(host)
+        assert taken and {s["hostname"] for s in taken} == {name}, taken
+        repo = backup.file(f"/srv/restic/{name}")
+        assert repo.user == f"restic-{name}" and repo.mode == 0o700, name
+        keys = backup.file(f"/srv/restic/{name}/.ssh/authorized_keys").content_string.splitlines()
+        assert len(keys) == 1 and keys[0].startswith('restrict,command="/usr/lib/openssh/sftp-server" ssh-ed25519')
+        assert host.file("/etc/offsite/password").mode == 0o600
+        # encrypted: nothing of the data is readable on the backup host
+        assert backup.run(f"grep -rl notesapp /srv/restic/{name}/repo/data").rc == 1, name
+    paths = {p for s in snapshots(hosts["db"]) for p in s["paths"]}
+    assert paths == {"/var/backups/postgresql"}, paths
+    assert {p for s in snapshots(hosts["lb"]) for p in s["paths"]} == {"/etc/letsencrypt"}
+    forget_ssh_connections(backup)
+    listed = offsite(hosts["web1"], "restic", "ls", "latest", f"{UPLOADS}/photo.jpg")
+    assert listed.rc == 0 and f"{UPLOADS}/photo.jpg" in listed.stdout, listed.stderr
+    # web1's key opens web1's repository only: not web2's, and no shell
+    web1_key = "-i /etc/offsite/id_ed25519 -o UserKnownHostsFile=/etc/offsite/known_hosts -o BatchMode=yes"
+    other = hosts["web1"].run(
+        f"echo 'ls /srv/restic/web2/repo' | sftp {web1_key} -b - restic-web2@{addresses['backup1']}")
+    assert other.rc != 0 and "Permission denied" in other.stderr, other.stderr
+    shell = hosts["web1"].run(f"ssh {web1_key} restic-web1@{addresses['backup1']} id")
+    assert "uid=" not in shell.stdout
+    RELEASES["upload"] = upload.split()[0]
+
+
+def test_uploads_come_back_after_a_web_host_is_replaced(hosts, addresses):
+    """web1 lost with its disk: a new web1 (no uploads, no key, no password) set up by site.yml's off-site
+    part gets a new key, which replaces the old one on the backup host; playbooks/restore-files.yml puts
+    the uploads back, byte for byte, and leaves a file the new host already has as it is."""
+    web1 = hosts["web1"]
+    old_key = web1.check_output("cat /etc/offsite/id_ed25519.pub")
+    web1.check_output(f"cp /etc/offsite/id_ed25519 /root/old-offsite-key && rm -rf /etc/offsite {UPLOADS}/*")
+    web1.check_output(f"echo written on the new host > {UPLOADS}/notes.txt")
+    web1.check_output(f"echo the new host's own > {UPLOADS}/photo.jpg.keep")
+    rc, out = testhelpers.run_playbook("playbooks/provision.yml", options=("--limit", "web1", "--tags", "offsite"))
+    assert rc == 0, out[-3000:]
+    assert web1.check_output("cat /etc/offsite/id_ed25519.pub") != old_key
+    keys = hosts["backup1"].file("/srv/restic/web1/.ssh/authorized_keys").content_string
+    assert old_key.split()[1] not in keys
+    old = web1.run("echo ls | sftp -i /root/old-offsite-key -o UserKnownHostsFile=/etc/offsite/known_hosts "
+                   f"-o BatchMode=yes -b - restic-web1@{addresses['backup1']}")
+    assert old.rc != 0, "the lost host's key still opens its repository"
+    forget_ssh_connections(hosts["backup1"])
+    rc, out = testhelpers.run_playbook("playbooks/restore-files.yml", options=("--limit", "web1"))
+    assert rc == 0, out[-3000:]
+    assert f"{UPLOADS}: 1 file(s) put back" in " ".join(out.split()), out[-3000:]
+    assert web1.check_output(f"sha256sum {UPLOADS}/photo.jpg").split()[0] == RELEASES["upload"]
+    assert web1.file(f"{UPLOADS}/photo.jpg").user == "notesapp"
+    assert web1.check_output(f"cat {UPLOADS}/notes.txt") == "written on the new host"
+    web1.check_output(f"rm -f /root/old-offsite-key {UPLOADS}/notes.txt {UPLOADS}/photo.jpg.keep")
+
+
+def test_a_copy_fails_loudly_when_the_backup_host_is_unreachable_or_full_and_keeps_earlier_snapshots(
+        hosts, addresses):
+    """The backup host unreachable from db (its SSH rejected), then web2's repository on a full disk (a
+    64 MB tmpfs, filled): each copy exits non-zero, its status says why and keeps the last success, and the
+    snapshot taken before still restores byte for byte."""
+    db, web2, backup = hosts["db"], hosts["web2"], hosts["backup1"]
+    before = offsite_status(db)
+    rule = f"OUTPUT -d {addresses['backup1']} -p tcp --dport 22 -j REJECT --reject-with tcp-reset"
+    db.check_output(f"iptables -I {rule}")
+    try:
+        result = offsite(db, "backup")
+    finally:
+        db.check_output(f"iptables -D {rule}")
+    assert result.rc != 0
+    status = offsite_status(db)
+    assert status["result"] == "failure" and status["last_success_at"] == before["last_success_at"], status
+    assert status["message"].startswith("cannot reach the backup host backup1"), status
+    assert "Connection refused" in status["message"], status
+
+    repo = "/srv/restic/web2/repo"
+    kept = snapshots(web2)
+    expected = web2.check_output(f"sha256sum {UPLOADS}/photo.jpg").split()[0]
+    backup.check_output(f"mkdir -p /mnt/full && mount -t tmpfs -o size=64m tmpfs /mnt/full"
+                        f" && cp -a {repo}/. /mnt/full/ && chown restic-web2: /mnt/full && chmod 0700 /mnt/full"
+                        f" && mount --bind /mnt/full {repo}")
+    try:
+        backup.run("dd if=/dev/zero of=/mnt/full/filler bs=1M")   # until the disk is full
+        web2.check_output(f"head -c 2000000 /dev/urandom > {UPLOADS}/later.bin")
+        result = offsite(web2, "backup")
+        assert result.rc != 0
+        status = offsite_status(web2)
+        assert status["result"] == "failure", status
+        assert status["message"].startswith("the backup host's disk is full: 0 MB free under /srv/restic/web2"), status
+        assert snapshots(web2) == kept
+    finally:
+        backup.run(f"umount {repo}; umount /mnt/full")
+        web2.run(f"rm -f {UPLOADS}/later.bin")
+    forget_ssh_connections(backup)
+    restored = web2.run(f"rm -rf /root/restored && /usr/local/sbin/offsite restic restore latest --target /root/restored"
+                        f" --include {UPLOADS} && sha256sum /root/restored{UPLOADS}/photo.jpg")
+    assert restored.rc == 0 and restored.stdout.split()[0] == expected, restored.stderr
+    web2.check_output("rm -rf /root/restored")
+    check = offsite(web2, "check")
+    assert check.rc == 0 and offsite_status(web2, "check")["result"] == "success", check.stderr
+
+
+def test_preflight_refuses_a_backup_group_without_its_own_repository_password(hosts):
+    """With a `backup` group, the copies' password must be in the vault and be no other secret's."""
+    rc, out = testhelpers.run_playbook("molecule/cluster/converge.yml", {"vault_backup_repository_password": ""})
+    assert rc != 0 and "vault_backup_repository_password is not set" in out, out[-3000:]
+    import yaml
+
+    vault = testhelpers.REPO / "molecule/cluster/inventory/group_vars/all/vault.yml"
+    same = yaml.safe_load(vault.read_text())["vault_redis_password"]
+    rc, out = testhelpers.run_playbook("molecule/cluster/converge.yml", {"vault_backup_repository_password": same})
+    flat = " ".join(out.split())
+    assert rc != 0 and "vault_redis_password and vault_backup_repository_password are the same" in flat, out[-3000:]
+    assert "PLAY [Apply the base to every host]" not in out
+
+
 def test_preflight_refuses_a_split_topology_without_private_addresses(hosts, tmp_path):
     import yaml
 
@@ -382,4 +539,4 @@ def test_preflight_refuses_a_split_topology_without_private_addresses(hosts, tmp
     assert rc != 0
     assert "web2 has no private IPv4 address ('web2.internal'): set private_address" in out, out[-3000:]
     recaps = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", out, re.MULTILINE)
-    assert len(recaps) == 6 and all(changed == "0" for _, changed in recaps), out[-3000:]
+    assert len(recaps) == 7 and all(changed == "0" for _, changed in recaps), out[-3000:]
