@@ -442,6 +442,25 @@ def test_every_host_with_data_copies_it_off_site_into_its_own_repository(hosts, 
     RELEASES["upload"] = upload.split()[0]
 
 
+def test_the_restore_drill_runs_from_the_off_site_copies(hosts):
+    """With a backup group, playbooks/restore.yml's drill restores the database from the newest dump in the
+    off-site copy (verified by restic, then checked, restored and compared as the drill does), and every
+    web host and the load balancer restore their latest snapshot, verify it and compare it with their files."""
+    rc, out = testhelpers.run_playbook("playbooks/backup.yml")
+    assert rc == 0, out[-3000:]
+    forget_ssh_connections(hosts["backup1"])
+    rc, out = testhelpers.run_playbook("playbooks/restore.yml")
+    assert rc == 0, out[-3000:]
+    flat = " ".join(out.split())
+    assert re.search(r"Restore drill of notesapp from /var/backups/postgresql/imported/\S+, backup \S+ from the "
+                     r"off-site copy .* passed", flat), out[-3000:]
+    assert (f"Off-site drill on web1 passed: the latest snapshot restored and every file verified against it; "
+            f"/srv/notesapp/shared/instance: 0 file(s), 0 changed on the host since, 0 no longer there; "
+            f"{UPLOADS}: 1 file(s), 0 changed on the host since, 0 no longer there.") in flat, out[-3000:]
+    assert "Off-site drill on lb passed" in flat and "Off-site drill on web2 passed" in flat
+    assert hosts["db"].run("ls -A /var/backups/postgresql/imported").stdout.strip() == ""
+
+
 def test_uploads_come_back_after_a_web_host_is_replaced(hosts, addresses):
     """web1 lost with its disk: a new web1 (no uploads, no key, no password) set up by site.yml's off-site
     part gets a new key, which replaces the old one on the backup host; playbooks/restore-files.yml puts
