@@ -14,12 +14,16 @@ then measures and prints:
   P5  failed requests and p99 latency during a deploy and a rollback under steady load, ÷ p99 at rest
   P6  pg_restore -j2 of a custom-format dump ÷ psql of a plain SQL dump, on a seeded database
       (about 300 MB); dump size ratio
+  P7  recovery after losing the database host, with a second test host as the `backup` group: the data
+      lost (RPO) and the time a restore takes (RTO), by the nightly dump and by Barman's point-in-time
+      recovery, on the app's database grown to about 300 MB
   and security figures: sslyze's Mozilla-intermediate verdict, `systemd-analyze security` of the app's
       unit, Lynis' hardening index (the first two are also asserted in the certbot and gunicorn scenarios)
 
 Writes bench/results/latest.json, latest.md (the table the README shows) and latest.png (latency over
 a deploy and a rollback). Ratios, not assertions: nothing here fails because a figure is slow.
-The host is taken down at the end (--keep leaves it up).
+The hosts are taken down at the end (--keep leaves them up). --only P7 measures that one figure (after a
+first site.yml) and keeps the others from bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ sys.path.insert(0, str(REPO / "molecule/shared"))
 import testhelpers  # noqa: E402
 
 NAME = "bench"
+BACKUP = "bench-backup"
 DOMAIN = f"{NAME}.test"
 RESULTS = REPO / "bench/results"
 WORK = REPO / ".cache/bench"
@@ -249,6 +254,55 @@ def plot(loads: dict, marks: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def p7(host: Host) -> dict:
+    """RPO and RTO of the two ways to recover the app's database, on the same data: the nightly dump (RPO:
+    the time between two dumps; RTO: playbooks/restore.yml of the newest dump) and Barman (RPO: how long a
+    write exists only on the database host before Barman has archived its WAL, measured; RTO:
+    playbooks/restore.yml -e restore_to, the WAL replayed to that moment)."""
+    log("P7: a backup host beside the bench host (Barman, restic), the app's database grown to about 300 MB")
+    info = json.loads(sh(["python3", str(REPO / "scripts/testhost"), "up", "--replace",
+                          f"{BACKUP}=ubuntu2404"]).stdout)[0]
+    hosts_file = host.inventory / "hosts.yml"
+    inventory = json.loads(hosts_file.read_text())
+    inventory["all"]["hosts"][BACKUP] = {**inventory["all"]["hosts"][NAME], "ansible_host": info["address"]}
+    inventory["all"]["children"]["backup"] = {"hosts": {BACKUP: None}}
+    hosts_file.write_text(json.dumps(inventory))
+    settings_file = host.inventory / "group_vars/all/main.yml"
+    settings = json.loads(settings_file.read_text())
+    settings.update({k: secrets.token_urlsafe(32)
+                     for k in ("vault_backup_repository_password", "vault_postgresql_barman_password")})
+    settings_file.write_text(json.dumps(settings))
+    backup = Host(info, host.inventory)
+    host.playbook("molecule/shared/prepare.yml")
+    host.playbook("playbooks/provision.yml")
+    psql = "runuser -u postgres -- psql -q -X -v ON_ERROR_STOP=1 -d notesapp"
+    host.run(f"{psql} -c \"CREATE TABLE bench_events AS SELECT g AS id, now() - g * interval '1 second' AS at, "
+             f"md5(g::text) || repeat('x', 120) AS payload FROM generate_series(1, 1600000) g\" "
+             f"-c 'ALTER TABLE bench_events ADD PRIMARY KEY (id)'", timeout=1800)
+    size = int(host.run(f"{psql} -tAc \"SELECT pg_database_size('notesapp')\""))
+    dump_s, _ = host.playbook("playbooks/backup.yml")
+    restore_dump_s, _ = host.playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp"})
+    # One write, then the time until Barman has its WAL (PostgreSQL closes the segment within
+    # archive_timeout, Barman's cron archives it within a minute).
+    host.run(f"{psql} -c \"INSERT INTO bench_events VALUES (0, now(), 'the last write')\"")
+    written = time.monotonic()
+    segment = host.run(f"{psql} -tAc 'SELECT pg_walfile_name(pg_current_wal_lsn())'")
+    backup.run(f"for i in $(seq 300); do test -f /var/lib/barman/{NAME}/wals/{segment[:16]}/{segment} && exit 0; "
+               f"sleep 1; done; exit 1", timeout=400)
+    rpo_barman = time.monotonic() - written
+    moment = host.run("date -u '+%Y-%m-%d %H:%M:%S'")
+    restore_pitr_s, _ = host.playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp",
+                                                                "restore_to": moment})
+    last = host.run(f"{psql} -tAc 'SELECT payload FROM bench_events WHERE id = 0'")
+    if last != "the last write":
+        raise RuntimeError(f"P7: the restore to {moment} lost the write made before it")
+    host.run(f"{psql} -c 'DROP TABLE bench_events'")
+    return {"database_bytes": size, "dump_s": dump_s, "rpo_dump_s": 24 * 3600, "rpo_barman_s": rpo_barman,
+            "rto_dump_s": restore_dump_s, "rto_barman_s": restore_pitr_s,
+            "rpo_barman_over_dump": rpo_barman / (24 * 3600),
+            "rto_barman_over_dump": restore_pitr_s / restore_dump_s}
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
@@ -322,7 +376,9 @@ def write_results(results: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--keep", action="store_true", help="leave the bench host running")
+    ap.add_argument("--keep", action="store_true", help="leave the bench hosts running")
+    ap.add_argument("--only", choices=["P7"], help="measure this figure alone (after a first site.yml) and keep "
+                                                   "the others from bench/results/latest.json")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py runs as root (test hosts are systemd-nspawn containers)", file=sys.stderr)
@@ -330,18 +386,26 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
+    latest = RESULTS / "latest.json"
     results: dict = {"machine": machine()}
+    if args.only:
+        results = {**json.loads(latest.read_text()), "machine": machine()} if latest.exists() else results
     host = boot(WORK / "inventory")
     try:
-        results["P1"], results["P2"] = p1_p2(host)
-        results["P4"], results["P5"] = p4_p5(host, results["P1"]["first_s"])
-        results["P3"] = p3(host)
-        results["P6"] = p6(host)
-        results["security"] = security(host)
+        if args.only:
+            host.playbook("site.yml")
+        else:
+            results["P1"], results["P2"] = p1_p2(host)
+            results["P4"], results["P5"] = p4_p5(host, results["P1"]["first_s"])
+            results["P3"] = p3(host)
+            results["P6"] = p6(host)
+            results["security"] = security(host)
+        results["P7"] = p7(host)
     finally:
         if not args.keep:
-            subprocess.run(["python3", str(REPO / "scripts/testhost"), "down", NAME], capture_output=True)
-    results["took_s"] = time.monotonic() - began
+            subprocess.run(["python3", str(REPO / "scripts/testhost"), "down", NAME, BACKUP], capture_output=True)
+    if not args.only:
+        results["took_s"] = time.monotonic() - began
     print(write_results(results))
     return 0
 
@@ -362,6 +426,12 @@ FIGURES = [
     ("P5", "p99 during a rollback ÷ at rest", lambda r: r["P5"]["rollback_p99_over_rest"], "", None),
     ("P6", "pg_restore -j2 (custom) ÷ psql (plain SQL)", lambda r: r["P6"]["custom_j2_over_plain"], "", None),
     ("P6", "custom dump size ÷ plain SQL dump size", lambda r: r["P6"]["custom_over_plain_size"], "", None),
+    ("P7", "data lost with the database host (RPO): nightly dump", lambda r: r["P7"]["rpo_dump_s"], " s", None),
+    ("P7", "data lost with the database host (RPO): Barman", lambda r: r["P7"]["rpo_barman_s"], " s", None),
+    ("P7", "RPO Barman ÷ nightly dump", lambda r: r["P7"]["rpo_barman_over_dump"], "", None),
+    ("P7", "restore time (RTO): the newest dump", lambda r: r["P7"]["rto_dump_s"], " s", None),
+    ("P7", "restore time (RTO): Barman, to a moment", lambda r: r["P7"]["rto_barman_s"], " s", None),
+    ("P7", "RTO Barman ÷ nightly dump", lambda r: r["P7"]["rto_barman_over_dump"], "", None),
 ]
 
 
@@ -381,7 +451,17 @@ def shown(value: float | None, unit: str) -> str:
 def details(r: dict) -> dict:
     """What each figure was measured from, by tag and figure."""
     p1, p2, p3, p4, p5, p6 = (r[k] for k in ("P1", "P2", "P3", "P4", "P5", "P6"))
+    p7 = r.get("P7")
+    size = f"the app's database at {p7['database_bytes'] / 2**20:.0f} MB" if p7 else ""
     return {
+        "data lost with the database host (RPO): nightly dump": "the time between two dumps (cron, daily)",
+        "data lost with the database host (RPO): Barman":
+            "a write until Barman has archived its WAL (archive_timeout 60 s, Barman's cron each minute)",
+        "RPO Barman ÷ nightly dump": "",
+        "restore time (RTO): the newest dump": f"playbooks/restore.yml -e backup_restore_confirm, {size}",
+        "restore time (RTO): Barman, to a moment": f"playbooks/restore.yml -e restore_to (recover, replay, dump, "
+                                                    f"restore), {size}",
+        "RTO Barman ÷ nightly dump": "",
         "site.yml second run ÷ first run":
             f"{p1['second_s']:.0f} s ÷ {p1['first_s']:.0f} s; changed={p1['second_changed']} (first {p1['first_changed']})",
         "naive ansible.cfg ÷ ours, no-change run":
