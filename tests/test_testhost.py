@@ -114,3 +114,31 @@ def test_the_test_network_file_agrees_with_itself():
         f"https://{net['testnet_gateway']}:{net['testnet_pebble_dns01_port']}/dir"
     out = subprocess.run(["python3", str(TESTHOST), "pebble", "env"], capture_output=True, text=True, timeout=30)
     assert net["testnet_acme_server"] in out.stdout, (out.stdout, out.stderr)
+
+
+def test_a_rebuilt_image_leaves_the_older_image_a_host_runs_on(tmp_path):
+    """Two checkouts whose package lists differ (two versions of the project, one machine) build two
+    images of the same name; the newer build removes the older image, except while a host's overlay sits
+    on it (before, each build removed the other's image under its running hosts)."""
+    import importlib.machinery
+    import importlib.util
+    import json
+
+    loader = importlib.machinery.SourceFileLoader("testhost_module", str(TESTHOST))
+    spec = importlib.util.spec_from_loader("testhost_module", loader)
+    testhost = importlib.util.module_from_spec(spec)
+    loader.exec_module(testhost)
+    testhost.CACHE, testhost.STATE = tmp_path / "cache", tmp_path / "state"
+    images = testhost.CACHE / "images"
+    used, unused = images / "ubuntu2404+stack-aaaa", images / "ubuntu2404+stack-bbbb"
+    for image in (used, unused):
+        (image / "rootfs").mkdir(parents=True)
+    (testhost.STATE / "hosts/h1").mkdir(parents=True)
+    (testhost.STATE / "hosts/h1/host.json").write_text(json.dumps({"image": str(used / "rootfs")}))
+    (testhost.STATE / "hosts/h2").mkdir()
+    (testhost.STATE / "hosts/h2/host.json").write_text("{half written")
+    testhost.remove_unused_images("ubuntu2404+stack-*")
+    assert used.exists() and not unused.exists()
+    (testhost.STATE / "hosts/h1/host.json").unlink()
+    testhost.remove_unused_images("ubuntu2404+stack-*")
+    assert not used.exists()
