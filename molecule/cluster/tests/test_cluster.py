@@ -543,6 +543,22 @@ def archived(backup, segment, timeout=200):
     return time.monotonic() - start
 
 
+def test_a_restore_to_a_time_that_cannot_be_reached_is_refused_before_any_change(hosts, addresses):
+    """restore_to that is not a time, in the future, or before the oldest base backup: refused with the reason,
+    the database and the site as they were, no maintenance page."""
+    before = hosts["db"].check_output(testhelpers.database_dump_digest("notesapp"))
+    for moment, said in (("not a time", "restore_to='not a time' is not a time"),
+                         ("2099-01-01 00:00:00", "restore_to='2099-01-01 00:00:00' is in the future"),
+                         ("2020-01-01 00:00:00", "No base backup on backup1 ended before 2020-01-01 00:00:00+00:00")):
+        rc, out = testhelpers.run_playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp",
+                                                                     "restore_to": moment})
+        flat = " ".join(out.split())
+        assert rc != 0 and said in flat and "Nothing was changed" in flat, out[-3000:]
+        assert "PLAY [Show the maintenance page]" not in out
+    assert hosts["db"].check_output(testhelpers.database_dump_digest("notesapp")) == before
+    assert through_lb(addresses["lb"])[0] == 200
+
+
 def test_point_in_time_restore_after_losing_the_database_host(hosts, addresses):
     """Notes written, their WAL archived by Barman on backup1, the moment T noted, more notes written, whose
     WAL PostgreSQL closes within its archive_timeout and Barman archives (the data loss window, printed).
