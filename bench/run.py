@@ -261,7 +261,7 @@ def p7(host: Host) -> dict:
     playbooks/restore.yml -e restore_to, the WAL replayed to that moment)."""
     log("P7: a backup host beside the bench host (Barman, restic), the app's database grown to about 300 MB")
     info = json.loads(sh(["python3", str(REPO / "scripts/testhost"), "up", "--replace",
-                          f"{BACKUP}=ubuntu2404"]).stdout)[0]
+                          f"{BACKUP}=ubuntu2404"]).stdout)
     hosts_file = host.inventory / "hosts.yml"
     inventory = json.loads(hosts_file.read_text())
     inventory["all"]["hosts"][BACKUP] = {**inventory["all"]["hosts"][NAME], "ansible_host": info["address"]}
