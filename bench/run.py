@@ -282,20 +282,24 @@ def p7(host: Host) -> dict:
     size = int(host.run(f"{psql} -tAc \"SELECT pg_database_size('notesapp')\""))
     dump_s, _ = host.playbook("playbooks/backup.yml")
     restore_dump_s, _ = host.playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp"})
-    # One write, then the time until Barman has its WAL (PostgreSQL closes the segment within
-    # archive_timeout, Barman's cron archives it within a minute).
-    host.run(f"{psql} -c \"INSERT INTO bench_events VALUES (0, now(), 'the last write')\"")
+    # A write, the moment to restore to, and a later write: a recovery to a moment stops at the first commit
+    # after it, so one must be archived. The later write's wait for Barman to archive its WAL (PostgreSQL
+    # closes the segment within archive_timeout, Barman's cron archives it within a minute) is the RPO.
+    host.run(f"{psql} -c \"INSERT INTO bench_events VALUES (0, now(), 'kept')\"")
+    time.sleep(1)
+    moment = host.run("date -u '+%Y-%m-%d %H:%M:%S'")
+    time.sleep(1)
+    host.run(f"{psql} -c \"INSERT INTO bench_events VALUES (-1, now(), 'after the moment')\"")
     written = time.monotonic()
     segment = host.run(f"{psql} -tAc 'SELECT pg_walfile_name(pg_current_wal_lsn())'")
     backup.run(f"for i in $(seq 300); do test -f /var/lib/barman/{NAME}/wals/{segment[:16]}/{segment} && exit 0; "
                f"sleep 1; done; exit 1", timeout=400)
     rpo_barman = time.monotonic() - written
-    moment = host.run("date -u '+%Y-%m-%d %H:%M:%S'")
     restore_pitr_s, _ = host.playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp",
                                                                 "restore_to": moment})
-    last = host.run(f"{psql} -tAc 'SELECT payload FROM bench_events WHERE id = 0'")
-    if last != "the last write":
-        raise RuntimeError(f"P7: the restore to {moment} lost the write made before it")
+    rows = host.run(f"{psql} -tAc 'SELECT payload FROM bench_events WHERE id <= 0 ORDER BY id'")
+    if rows != "kept":
+        raise RuntimeError(f"P7: after the restore to {moment}, rows -1 and 0 hold {rows!r}, not just 'kept'")
     host.run(f"{psql} -c 'DROP TABLE bench_events'")
     return {"database_bytes": size, "dump_s": dump_s, "rpo_dump_s": 24 * 3600, "rpo_barman_s": rpo_barman,
             "rto_dump_s": restore_dump_s, "rto_barman_s": restore_pitr_s,
