@@ -292,9 +292,14 @@ def p7(host: Host) -> dict:
     host.run(f"{psql} -c \"INSERT INTO bench_events VALUES (-1, now(), 'after the moment')\"")
     written = time.monotonic()
     segment = host.run(f"{psql} -tAc 'SELECT pg_walfile_name(pg_current_wal_lsn())'")
+    backup.run(f"for i in $(seq 300); do test -f /var/lib/barman/{NAME}/streaming/{segment} && exit 0; "
+               f"test -f /var/lib/barman/{NAME}/wals/{segment[:16]}/{segment} && exit 0; sleep 1; done; exit 1",
+               timeout=400)
+    rpo_barman = time.monotonic() - written
+    # Barman archives a closed segment once the next one has begun: a write begins it.
+    host.run(f"{psql} -c 'SELECT txid_current()'")
     backup.run(f"for i in $(seq 300); do test -f /var/lib/barman/{NAME}/wals/{segment[:16]}/{segment} && exit 0; "
                f"sleep 1; done; exit 1", timeout=400)
-    rpo_barman = time.monotonic() - written
     restore_pitr_s, _ = host.playbook("playbooks/restore.yml", {"backup_restore_confirm": "notesapp",
                                                                 "restore_to": moment})
     rows = host.run(f"{psql} -tAc 'SELECT payload FROM bench_events WHERE id <= 0 ORDER BY id'")

@@ -532,10 +532,21 @@ def test_a_copy_fails_loudly_when_the_backup_host_is_unreachable_or_full_and_kee
     forget_ssh_connections(backup)
     restored = web2.run(f"rm -rf /root/restored && /usr/local/sbin/offsite restic restore latest --target "
                         f"/root/restored --include {UPLOADS} && sha256sum /root/restored{UPLOADS}/kept.bin")
-    assert restored.rc == 0 and restored.stdout.split()[0] == expected, restored.stderr
+    assert restored.rc == 0 and restored.stdout.splitlines()[-1].split()[0] == expected, restored.stdout
     web2.check_output("rm -rf /root/restored")
     check = offsite(web2, "check")
     assert check.rc == 0 and offsite_status(web2, "check")["result"] == "success", check.stderr
+
+
+def closed(backup, segment, timeout=200):
+    """Wait until the WAL segment SEGMENT has been streamed to the backup host whole (PostgreSQL closed it);
+    the seconds it took."""
+    start = time.monotonic()
+    wal = f"/var/lib/barman/db/wals/{segment[:16]}/{segment}"
+    while backup.run(f"test -f /var/lib/barman/db/streaming/{segment} -o -f {wal}").rc:
+        assert time.monotonic() - start < timeout, f"{segment} not streamed whole to the backup host in {timeout} s"
+        time.sleep(2)
+    return time.monotonic() - start
 
 
 def archived(backup, segment, db=None, timeout=200):
@@ -586,15 +597,22 @@ def test_point_in_time_restore_after_losing_the_database_host(hosts, addresses):
     assert db.check_output(f"{psql} -c 'SHOW archive_timeout'") == "1min"
     before = [api_through_lb(addresses["lb"], "POST", "/api/notes", {"title": f"before T {i}", "body": "kept"})[1]["id"]
               for i in range(3)]
-    archived(backup, db.check_output(f"{psql} -c 'SELECT pg_walfile_name(pg_switch_wal())'"))
+    # the segment closed, and a write in the next one, after which Barman archives it
+    archived(backup, db.check_output(f"{psql} -c 'SELECT pg_walfile_name(pg_switch_wal())' "
+                                     f"-c 'SELECT txid_current()'").splitlines()[0])
     moment = db.check_output("date -u '+%Y-%m-%d %H:%M:%S'")
     time.sleep(1.5)
     after = [api_through_lb(addresses["lb"], "POST", "/api/notes", {"title": f"after T {i}", "body": "gone"})[1]["id"]
              for i in range(2)]
-    # No switch this time: PostgreSQL closes the segment within archive_timeout (60 s), Barman's cron archives
-    # it within a minute. Until then these notes exist only on the database host.
+    # No switch this time: PostgreSQL closes the segment within archive_timeout (60 s) and it reaches the
+    # backup host whole; until then these notes are only in a segment still open. Barman archives a closed
+    # segment once the next one has begun (its streaming archiver keeps the last whole file back while no
+    # newer partial one exists): a write after the switch begins it. On an idle database that last closed
+    # segment stays in Barman's streaming directory, which a restore does not read yet (#17, noted).
     written = db.check_output(f"{psql} -c 'SELECT pg_walfile_name(pg_current_wal_lsn())'")
-    window = archived(backup, written, db)
+    window = closed(backup, written)
+    db.check_output(f"{psql} -c 'SELECT txid_current()'")
+    archived(backup, written, db)
 
     db.check_output("pg_dropcluster --stop 15 main && pg_createcluster --start 15 main >/dev/null")
     assert db.check_output(f"{psql} -c 'SELECT count(*) FROM pg_database WHERE datname = $$notesapp$$'") == "0"
@@ -619,8 +637,8 @@ def test_point_in_time_restore_after_losing_the_database_host(hosts, addresses):
     assert backup.run("ls -d /var/lib/barman/db-before-*").rc == 0
     check = backup.check_output("cd /var/lib/barman && runuser -u barman -- barman check db")
     assert "systemid coherence: OK" in check and "receive-wal running: OK" in check, check
-    print(f"\nPoint-in-time recovery: writes reached the backup host {window:.0f} s after they were made "
-          f"(the most a lost database host loses, RPO); restore to T onto a new cluster took {recovery:.0f} s (RTO)")
+    print(f"\nPoint-in-time recovery: writes reached the backup host in a closed WAL segment {window:.0f} s after "
+          f"they were made (archive_timeout); restore to T onto a new cluster took {recovery:.0f} s (RTO)")
 
 
 def test_preflight_refuses_a_backup_group_without_its_own_repository_password(hosts):
