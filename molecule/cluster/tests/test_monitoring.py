@@ -1,0 +1,173 @@
+"""The monitoring of the seven hosts: backup1 is the `monitoring` host too (Prometheus, Alertmanager, the
+blackbox exporter; roles/monitoring), every host runs its exporters (roles/exporters). Prometheus scrapes
+every exporter and the app on each web host and probes the site and each host's SSH; no one but the
+monitoring host reaches the exporters; Redis stopped fires RedisDown, which Alertmanager posts to the
+webhook (a recorder on backup1 stands in for the user's); an off-site copy that fails fires JobFailed.
+
+Runs after test_cluster.py (file order), on the hosts as it left them."""
+
+import json
+import shlex
+import ssl
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+import testhelpers
+
+DOMAIN = "lb.test"
+PORT = 8001        # app_port (inventory/group_vars/all/main.yml)
+RECORDER = 9099    # monitoring_alert_webhook_url's port there
+PEBBLE_ROOT = "/usr/local/share/flask-deploy-test/pebble-root.pem"   # monitoring_probe_ca_file there
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    return {h.backend.get_hostname(): h for h in testhelpers.all_hosts()}
+
+
+@pytest.fixture(scope="module")
+def addresses(hosts):
+    return {name: h.ansible.get_variables()["ansible_host"] for name, h in hosts.items()}
+
+
+@pytest.fixture(scope="module")
+def monitor(hosts, addresses):
+    """backup1, with what a real site has and the test network lacks: the site's name in DNS (here
+    /etc/hosts) and the certificate's CA (Pebble's root, new at each Pebble start)."""
+    backup = hosts["backup1"]
+    env = json.loads(subprocess.run(["python3", str(testhelpers.TESTHOST), "pebble", "env"],
+                                    capture_output=True, text=True, check=True).stdout)
+    ctx = ssl.create_default_context(cafile=env["ca_bundle"])
+    with urllib.request.urlopen(f"{env['management']}/roots/0", context=ctx, timeout=10) as r:
+        root = r.read().decode()
+    backup.check_output(f"mkdir -p /usr/local/share/flask-deploy-test && printf %s {shlex.quote(root)} > {PEBBLE_ROOT}")
+    backup.check_output(f"grep -q ' {DOMAIN}$' /etc/hosts || echo '{addresses['lb']} {DOMAIN}' >> /etc/hosts")
+    return backup
+
+
+def api(monitor, port, path):
+    return json.loads(monitor.check_output(f"curl -sf --max-time 10 'http://127.0.0.1:{port}{path}'"))
+
+
+def wait_for(what, check, timeout):
+    """Poll check() every 2 s until it returns something true; the seconds it took."""
+    start = time.monotonic()
+    while not (found := check()):
+        assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
+        time.sleep(2)
+    return time.monotonic() - start, found
+
+
+def can_connect(source, address, port):
+    return source.run(f"timeout 3 bash -c '</dev/tcp/{address}/{port}'").rc == 0
+
+
+def firing(monitor, alertname, **labels):
+    """The alerts of that name Prometheus has firing with those labels."""
+    alerts = api(monitor, 9090, "/api/v1/alerts")["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+            and all(a["labels"].get(k) == v for k, v in labels.items())]
+
+
+def test_prometheus_scrapes_every_exporter_and_the_app_and_probes_the_site(monitor):
+    expected = ({("node", h) for h in ("lb", "web1", "web2", "worker1", "db", "redis", "backup1")}
+                | {("postgres", "db"), ("redis", "redis"), ("nginx", "lb"), ("app", "web1"), ("app", "web2")})
+
+    def all_up():
+        targets = api(monitor, 9090, "/api/v1/targets?state=active")["data"]["activeTargets"]
+        up = {(t["labels"]["job"], t["labels"].get("host")) for t in targets if t["health"] == "up"}
+        return expected <= up and targets
+
+    _, targets = wait_for("every exporter and the app up", all_up, 120)
+    assert {t["labels"]["job"] for t in targets} >= {"node", "postgres", "redis", "nginx", "app", "site", "ssh"}
+
+    def probes_succeed():
+        results = api(monitor, 9090, "/api/v1/query?query=probe_success")["data"]["result"]
+        return results if len(results) == 8 and all(r["value"][1] == "1" for r in results) else None
+
+    wait_for("the site's HTTPS probe and the 7 SSH probes succeeding", probes_succeed, 120)
+    expiry = api(monitor, 9090, "/api/v1/query?query=probe_ssl_earliest_cert_expiry")["data"]["result"]
+    assert expiry and float(expiry[0]["value"][1]) > time.time(), expiry
+    # the app's request counter, through the nginx-less web hosts' own port
+    requests = api(monitor, 9090, "/api/v1/query?query=sum(http_requests_total)")["data"]["result"]
+    assert requests and float(requests[0]["value"][1]) > 0, requests
+    # the jobs' status from the textfile collector: the nightly dump ran in test_cluster.py
+    jobs = api(monitor, 9090, "/api/v1/query?query=flask_deploy_job_last_success_timestamp_seconds")["data"]["result"]
+    assert {r["metric"]["job_name"] for r in jobs} >= {"pg-backup", "offsite-backup", "barman-base-backup"}, jobs
+
+
+def test_the_exporters_answer_the_monitoring_host_alone(hosts, addresses, monitor):
+    outsider = hosts["web2"]   # any host of the stack that is not the monitoring host
+    for host, port in (("db", 9100), ("db", 9187), ("redis", 9121), ("lb", 9113), ("lb", 8081), ("web1", 9100)):
+        assert can_connect(monitor, addresses[host], port), (host, port)
+        assert not can_connect(outsider, addresses[host], port), (host, port)
+    # the app's port takes the monitoring host (for /metrics) besides the load balancer
+    assert can_connect(monitor, addresses["web1"], PORT)
+    assert not can_connect(hosts["worker1"], addresses["web1"], PORT)
+    # Prometheus, Alertmanager and the blackbox exporter listen on loopback: an SSH tunnel reaches them
+    for port in (9090, 9093, 9115, 9100):
+        assert not can_connect(outsider, addresses["backup1"], port), port
+
+
+def test_redis_stopped_fires_its_alert_and_alertmanager_posts_it_to_the_webhook(hosts, monitor):
+    """The bound: monitoring_alert_down_for (30 s here) + a scrape and an evaluation (15 s each) + Alertmanager's
+    group_wait (10 s): about 70 s; asserted within 150 s and printed."""
+    recorded = "/run/alert-recorder.jsonl"
+    monitor.check_output(f"rm -f {recorded}; systemd-run --unit alert-recorder --collect python3 -c "
+                         + shlex.quote(RECORDER_SCRIPT) + f" {RECORDER} {recorded}")
+    try:
+        wait_for("the recorder listening", lambda: can_connect(monitor, "127.0.0.1", RECORDER), 30)
+        hosts["redis"].check_output("systemctl stop redis-server")
+        stopped = time.monotonic()
+        try:
+            took, _ = wait_for("RedisDown firing", lambda: firing(monitor, "RedisDown", host="redis"), 150)
+
+            def posted():
+                lines = monitor.run(f"cat {recorded}").stdout.splitlines()
+                return [json.loads(line) for line in lines
+                        if any(a["labels"]["alertname"] == "RedisDown" and a["status"] == "firing"
+                               for a in json.loads(line)["alerts"])]
+
+            wait_for("RedisDown posted to the webhook", posted, 60)
+            sent = time.monotonic() - stopped
+        finally:
+            hosts["redis"].check_output("systemctl start redis-server")
+        print(f"\nRedis stopped: RedisDown firing in Prometheus after {took:.0f} s, posted by Alertmanager to the "
+              f"webhook after {sent:.0f} s (down_for 30 s)")
+        assert sent < 150
+        wait_for("RedisDown resolved", lambda: not firing(monitor, "RedisDown"), 120)
+    finally:
+        monitor.run("systemctl stop alert-recorder")
+
+
+def test_a_failed_off_site_copy_fires_its_alert(hosts, monitor):
+    """The db host's copy fails (its repository password file gone for the run): the job's status says
+    failure, the textfile collector publishes it within a minute, and JobFailed fires; a good run clears it."""
+    db = hosts["db"]
+    db.check_output("mv /etc/offsite/password /etc/offsite/password.away")
+    try:
+        assert db.run("systemctl start offsite-backup.service").rc != 0
+    finally:
+        db.check_output("mv /etc/offsite/password.away /etc/offsite/password")
+    took, _ = wait_for("JobFailed firing for db's offsite-backup",
+                       lambda: firing(monitor, "JobFailed", host="db", job_name="offsite-backup"), 180)
+    print(f"\nOff-site copy failed on db: JobFailed firing after {took:.0f} s")
+    db.check_output("systemctl start offsite-backup.service")
+    wait_for("JobFailed resolved", lambda: not firing(monitor, "JobFailed", host="db"), 180)
+
+
+RECORDER_SCRIPT = """
+import http.server, sys
+port, path = int(sys.argv[1]), sys.argv[2]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        with open(path, 'ab') as f:
+            f.write(body.replace(b'\\n', b' ') + b'\\n')
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(('127.0.0.1', port), Handler).serve_forever()
+"""
