@@ -159,6 +159,21 @@ def test_a_failed_off_site_copy_fires_its_alert(hosts, monitor):
     wait_for("JobFailed resolved", lambda: not firing(monitor, "JobFailed", host="db"), 180)
 
 
+def test_preflight_refuses_bad_monitoring_settings_before_any_change(hosts):
+    """A `monitoring` group without the Redis exporter's password, an alert webhook that is no URL and a
+    duration Prometheus cannot read: one message names all three, and no host is touched."""
+    rc, out = testhelpers.run_playbook("molecule/cluster/converge.yml", {
+        "vault_redis_monitor_password": "", "monitoring_alert_webhook_url": "ftp://alerts.example.com/",
+        "monitoring_alert_down_for": "soon"})
+    flat = " ".join(out.split()).replace("''", "'")   # the output quotes a ' in a message as ''
+    assert rc != 0, out[-3000:]
+    for said in ("vault_redis_monitor_password is not set",
+                 "monitoring_alert_webhook_url='ftp://alerts.example.com/' is not an http:// or https:// URL",
+                 "monitoring_alert_down_for='soon': a Prometheus duration"):
+        assert said in flat, (said, out[-3000:])
+    assert "PLAY [Apply the base to every host]" not in out
+
+
 RECORDER_SCRIPT = """
 import http.server, sys
 port, path = int(sys.argv[1]), sys.argv[2]
