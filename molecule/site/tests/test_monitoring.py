@@ -1,0 +1,85 @@
+"""The one host monitors itself (the `monitoring` group): Prometheus, Alertmanager and the blackbox exporter
+(roles/monitoring) and the exporters (roles/exporters), all on loopback, the firewall unchanged."""
+
+import json
+import shlex
+import ssl
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+import testhelpers
+
+DOMAIN = "allinone.test"
+PEBBLE_ROOT = "/usr/local/share/flask-deploy-test/pebble-root.pem"   # monitoring_probe_ca_file
+
+
+@pytest.fixture(scope="module")
+def address(host):
+    return host.ansible.get_variables()["ansible_host"]
+
+
+@pytest.fixture(scope="module")
+def monitor(host, address):
+    """The host, with what a real site has and the test network lacks: its name in DNS (here /etc/hosts)
+    and the certificate's CA (Pebble's root, new at each Pebble start) where the probe looks."""
+    env = json.loads(subprocess.run(["python3", str(testhelpers.TESTHOST), "pebble", "env"],
+                                    capture_output=True, text=True, check=True).stdout)
+    ctx = ssl.create_default_context(cafile=env["ca_bundle"])
+    with urllib.request.urlopen(f"{env['management']}/roots/0", context=ctx, timeout=10) as r:
+        root = r.read().decode()
+    host.check_output(f"mkdir -p {PEBBLE_ROOT.rsplit('/', 1)[0]} && printf %s {shlex.quote(root)} > {PEBBLE_ROOT}")
+    host.check_output(f"grep -q ' {DOMAIN}$' /etc/hosts || echo '{address} {DOMAIN}' >> /etc/hosts")
+    return host
+
+
+def api(host, path):
+    return json.loads(host.check_output(f"curl -sf --max-time 10 'http://127.0.0.1:9090{path}'"))["data"]
+
+
+def wait_for(what, check, timeout):
+    start = time.monotonic()
+    while not (found := check()):
+        assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
+        time.sleep(2)
+    return found
+
+
+def test_prometheus_scrapes_every_exporter_and_the_app_on_the_one_host(monitor):
+    expected = {"node", "postgres", "redis", "nginx", "app", "prometheus", "site", "ssh"}
+
+    def all_up():
+        targets = api(monitor, "/api/v1/targets?state=active")["activeTargets"]
+        up = {t["labels"]["job"] for t in targets if t["health"] == "up"}
+        return expected <= up and targets
+
+    targets = wait_for("every target up", all_up, 120)
+    # the exporters and the app's /metrics (through nginx's loopback server) at 127.0.0.1, named by host
+    for target in targets:
+        if target["labels"]["job"] in ("node", "postgres", "redis", "nginx", "app"):
+            assert target["scrapeUrl"].startswith("http://127.0.0.1:"), target["scrapeUrl"]
+            assert target["labels"]["host"] == "allinone"
+
+    def probes_succeed():
+        results = api(monitor, "/api/v1/query?query=probe_success")["result"]
+        return len(results) == 2 and all(r["value"][1] == "1" for r in results)
+
+    wait_for("the HTTPS and SSH probes succeeding", probes_succeed, 120)
+    requests = api(monitor, "/api/v1/query?query=sum(http_requests_total)")["result"]
+    assert requests and float(requests[0]["value"][1]) > 0
+    # the last deploy's outcome, through the textfile collector
+    deploy = wait_for("the deploy's status", lambda: api(
+        monitor, "/api/v1/query?query=flask_deploy_job_status_ok{job_name=%22deploy%22}%3D%3D1")["result"], 120)
+    assert deploy[0]["metric"]["host"] == "allinone"
+
+
+def test_nothing_of_the_monitoring_listens_beyond_loopback(monitor, address):
+    listening = monitor.check_output("ss -Hltn")
+    for port in (9090, 9093, 9094, 9100, 9113, 9115, 9121, 9187, 8081):
+        bound = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
+        assert all(local.startswith("127.0.0.1:") for local in bound), (port, bound)
+        # and from this machine, outside the host
+        assert subprocess.run(["timeout", "3", "bash", "-c", f"</dev/tcp/{address}/{port}"]).returncode != 0, port
+    assert "9100" not in monitor.check_output("ufw status")
