@@ -168,6 +168,30 @@ def database_dump_digest(database: str) -> str:
     return f"runuser -u postgres -- pg_dump {database} | grep -v '^\\\\\\(un\\)\\?restrict ' | sha256sum"
 
 
+def pebble_root() -> str:
+    """Pebble's root CA (it makes a new one each start), as PEM, from its management API: what the
+    certificates it issues chain to."""
+    import ssl
+    import urllib.request
+
+    env = json.loads(subprocess.run(["python3", str(TESTHOST), "pebble", "env"],
+                                    capture_output=True, text=True, check=True).stdout)
+    ctx = ssl.create_default_context(cafile=env["ca_bundle"])
+    with urllib.request.urlopen(f"{env['management']}/roots/0", context=ctx, timeout=10) as r:
+        return r.read().decode()
+
+
+def trust_the_test_site(host, domain: str, address: str, ca_file: str) -> None:
+    """What a real site has and the test network lacks, on HOST: DOMAIN in DNS (here HOST's /etc/hosts, at
+    ADDRESS) and the CA of its certificate (Pebble's root) in CA_FILE, where roles/monitoring's HTTPS probe
+    looks (monitoring_probe_ca_file)."""
+    import shlex
+
+    host.check_output(f"mkdir -p {shlex.quote(str(Path(ca_file).parent))} "
+                      f"&& printf %s {shlex.quote(pebble_root())} > {shlex.quote(ca_file)}")
+    host.check_output(f"grep -q ' {domain}$' /etc/hosts || echo '{address} {domain}' >> /etc/hosts")
+
+
 def https_connection(address: str, server_name: str, timeout: float = 60):
     """An HTTPS connection to ADDRESS that names SERVER_NAME in the TLS handshake (SNI), as a browser does:
     nginx's default server refuses a handshake without one of the site's names. Any certificate is

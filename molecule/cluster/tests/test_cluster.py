@@ -5,7 +5,7 @@ requests, jobs on the worker host, rolling deploys and a rollback under steady l
 after the web hosts), a web host powered off mid-load, and failed gates in the first and in the second batch.
 
 The tests run in file order and build on each other. None takes testinfra's `host` fixture (which would
-run each once per host); they reach the hosts they need through HOSTS."""
+run each once per host); they reach the hosts they need through `hosts` (conftest.py)."""
 
 import collections
 import http.client
@@ -25,17 +25,6 @@ DOMAIN = "lb.test"
 PORT = 8001     # app_port in inventory/group_vars/all/main.yml (not the default 8000)
 HISTORY = {}   # tag -> commit of the test repository
 RELEASES = {}  # tag -> release id the deploy made
-
-
-@pytest.fixture(scope="module")
-def hosts():
-    """testinfra hosts by inventory name: lb, web1, web2, worker1, db, redis, backup1."""
-    return {h.backend.get_hostname(): h for h in testhelpers.all_hosts()}
-
-
-@pytest.fixture(scope="module")
-def addresses(hosts):
-    return {name: h.ansible.get_variables()["ansible_host"] for name, h in hosts.items()}
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,7 @@ Runs after test_cluster.py (file order), on the hosts as it left them."""
 
 import json
 import shlex
-import ssl
-import subprocess
 import time
-import urllib.request
 
 import pytest
 
@@ -24,28 +21,9 @@ PEBBLE_ROOT = "/usr/local/share/flask-deploy-test/pebble-root.pem"   # monitorin
 
 
 @pytest.fixture(scope="module")
-def hosts():
-    return {h.backend.get_hostname(): h for h in testhelpers.all_hosts()}
-
-
-@pytest.fixture(scope="module")
-def addresses(hosts):
-    return {name: h.ansible.get_variables()["ansible_host"] for name, h in hosts.items()}
-
-
-@pytest.fixture(scope="module")
 def monitor(hosts, addresses):
-    """backup1, with what a real site has and the test network lacks: the site's name in DNS (here
-    /etc/hosts) and the certificate's CA (Pebble's root, new at each Pebble start)."""
-    backup = hosts["backup1"]
-    env = json.loads(subprocess.run(["python3", str(testhelpers.TESTHOST), "pebble", "env"],
-                                    capture_output=True, text=True, check=True).stdout)
-    ctx = ssl.create_default_context(cafile=env["ca_bundle"])
-    with urllib.request.urlopen(f"{env['management']}/roots/0", context=ctx, timeout=10) as r:
-        root = r.read().decode()
-    backup.check_output(f"mkdir -p /usr/local/share/flask-deploy-test && printf %s {shlex.quote(root)} > {PEBBLE_ROOT}")
-    backup.check_output(f"grep -q ' {DOMAIN}$' /etc/hosts || echo '{addresses['lb']} {DOMAIN}' >> /etc/hosts")
-    return backup
+    testhelpers.trust_the_test_site(hosts["backup1"], DOMAIN, addresses["lb"], PEBBLE_ROOT)
+    return hosts["backup1"]
 
 
 def api(monitor, port, path):

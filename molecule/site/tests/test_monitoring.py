@@ -2,11 +2,8 @@
 (roles/monitoring) and the exporters (roles/exporters), all on loopback, the firewall unchanged."""
 
 import json
-import shlex
-import ssl
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
@@ -23,15 +20,7 @@ def address(host):
 
 @pytest.fixture(scope="module")
 def monitor(host, address):
-    """The host, with what a real site has and the test network lacks: its name in DNS (here /etc/hosts)
-    and the certificate's CA (Pebble's root, new at each Pebble start) where the probe looks."""
-    env = json.loads(subprocess.run(["python3", str(testhelpers.TESTHOST), "pebble", "env"],
-                                    capture_output=True, text=True, check=True).stdout)
-    ctx = ssl.create_default_context(cafile=env["ca_bundle"])
-    with urllib.request.urlopen(f"{env['management']}/roots/0", context=ctx, timeout=10) as r:
-        root = r.read().decode()
-    host.check_output(f"mkdir -p {PEBBLE_ROOT.rsplit('/', 1)[0]} && printf %s {shlex.quote(root)} > {PEBBLE_ROOT}")
-    host.check_output(f"grep -q ' {DOMAIN}$' /etc/hosts || echo '{address} {DOMAIN}' >> /etc/hosts")
+    testhelpers.trust_the_test_site(host, DOMAIN, address, PEBBLE_ROOT)
     return host
 
 

@@ -1,11 +1,8 @@
 """What roles/certbot must leave on every host: a certificate from a real ACME server (Pebble) that
 nginx serves, Mozilla-intermediate TLS as sslyze sees it, and renewals nginx picks up by itself."""
 
-import json
-import ssl
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,12 +24,8 @@ def domain(hostvars):
 @pytest.fixture(scope="module")
 def pebble_root(tmp_path_factory):
     """Pebble's root CA (it makes a new one each start), from its management API."""
-    env = json.loads(subprocess.run(["python3", str(testhelpers.TESTHOST), "pebble", "env"],
-                                    capture_output=True, text=True, check=True).stdout)
-    ctx = ssl.create_default_context(cafile=env["ca_bundle"])
-    with urllib.request.urlopen(f"{env['management']}/roots/0", context=ctx, timeout=10) as r:
-        path = tmp_path_factory.mktemp("pebble") / "root.pem"
-        path.write_bytes(r.read())
+    path = tmp_path_factory.mktemp("pebble") / "root.pem"
+    path.write_text(testhelpers.pebble_root())
     return path
 
 
