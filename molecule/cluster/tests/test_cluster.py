@@ -276,6 +276,9 @@ def test_failed_gate_in_the_first_batch_leaves_the_second_host_alone(hosts, addr
             if r.endswith(HISTORY["sick"][:8])]
     assert len(sick) == 1  # unpacked on web2 too, never switched to
     assert " down" not in hosts["lb"].file("/etc/nginx/sites-available/notesapp.conf").content_string
+    # the monitoring's view of it (roles/exporters publishes it; JobFailed fires while it says failure)
+    status = json.loads(hosts["web1"].check_output("cat /var/lib/notesapp/deploy.json"))
+    assert status["result"] == "failure" and "gate failed" in status["message"], status
 
 
 def test_failed_gate_in_the_second_batch_switches_the_first_back(hosts, addresses, app_repo):
