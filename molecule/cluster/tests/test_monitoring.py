@@ -30,6 +30,13 @@ def api(monitor, port, path):
     return json.loads(monitor.check_output(f"curl -sf --max-time 10 'http://127.0.0.1:{port}{path}'"))
 
 
+def query(monitor, expr):
+    """The result of a PromQL query, Prometheus's API answering on the monitoring host."""
+    return json.loads(monitor.check_output(
+        f"curl -sfG --max-time 10 --data-urlencode {shlex.quote('query=' + expr)} "
+        "http://127.0.0.1:9090/api/v1/query"))["data"]["result"]
+
+
 def wait_for(what, check, timeout):
     """Poll check() every 2 s until it returns something true; the seconds it took."""
     start = time.monotonic()
@@ -54,26 +61,33 @@ def test_prometheus_scrapes_every_exporter_and_the_app_and_probes_the_site(monit
     expected = ({("node", h) for h in ("lb", "web1", "web2", "worker1", "db", "redis", "backup1")}
                 | {("postgres", "db"), ("redis", "redis"), ("nginx", "lb"), ("app", "web1"), ("app", "web2")})
 
+    seen = []
+
     def all_up():
         targets = api(monitor, 9090, "/api/v1/targets?state=active")["data"]["activeTargets"]
         up = {(t["labels"]["job"], t["labels"].get("host")) for t in targets if t["health"] == "up"}
+        seen[:] = [(t["labels"]["job"], t["labels"].get("host"), t["lastError"]) for t in targets
+                   if t["health"] != "up"]
         return expected <= up and targets
 
-    _, targets = wait_for("every exporter and the app up", all_up, 120)
+    try:
+        _, targets = wait_for("every exporter and the app up", all_up, 120)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; not up: {seen}") from None
     assert {t["labels"]["job"] for t in targets} >= {"node", "postgres", "redis", "nginx", "app", "site", "ssh"}
 
     def probes_succeed():
-        results = api(monitor, 9090, "/api/v1/query?query=probe_success")["data"]["result"]
+        results = query(monitor, "probe_success")
         return results if len(results) == 8 and all(r["value"][1] == "1" for r in results) else None
 
     wait_for("the site's HTTPS probe and the 7 SSH probes succeeding", probes_succeed, 120)
-    expiry = api(monitor, 9090, "/api/v1/query?query=probe_ssl_earliest_cert_expiry")["data"]["result"]
+    expiry = query(monitor, "probe_ssl_earliest_cert_expiry")
     assert expiry and float(expiry[0]["value"][1]) > time.time(), expiry
     # the app's request counter, through the nginx-less web hosts' own port
-    requests = api(monitor, 9090, "/api/v1/query?query=sum(http_requests_total)")["data"]["result"]
+    requests = query(monitor, "sum(http_requests_total)")
     assert requests and float(requests[0]["value"][1]) > 0, requests
     # the jobs' status from the textfile collector: the nightly dump ran in test_cluster.py
-    jobs = api(monitor, 9090, "/api/v1/query?query=flask_deploy_job_last_success_timestamp_seconds")["data"]["result"]
+    jobs = query(monitor, "flask_deploy_job_last_success_timestamp_seconds")
     assert {r["metric"]["job_name"] for r in jobs} >= {"pg-backup", "offsite-backup", "barman-base-backup"}, jobs
 
 
@@ -125,6 +139,9 @@ def test_a_failed_off_site_copy_fires_its_alert(hosts, monitor):
     """The db host's copy fails (its repository password file gone for the run): the job's status says
     failure, the textfile collector publishes it within a minute, and JobFailed fires; a good run clears it."""
     db = hosts["db"]
+    # from a good copy first (an earlier test left failed ones), so that the alert below is this failure's
+    db.check_output("systemctl start offsite-backup.service")
+    wait_for("no JobFailed for db's offsite-backup", lambda: not firing(monitor, "JobFailed", host="db"), 180)
     db.check_output("mv /etc/offsite/password /etc/offsite/password.away")
     try:
         assert db.run("systemctl start offsite-backup.service").rc != 0

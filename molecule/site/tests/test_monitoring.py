@@ -2,6 +2,7 @@
 (roles/monitoring) and the exporters (roles/exporters), all on loopback, the firewall unchanged."""
 
 import json
+import shlex
 import subprocess
 import time
 
@@ -28,6 +29,13 @@ def api(host, path):
     return json.loads(host.check_output(f"curl -sf --max-time 10 'http://127.0.0.1:9090{path}'"))["data"]
 
 
+def query(host, expr):
+    """The result of a PromQL query, Prometheus's API answering on the host."""
+    return json.loads(host.check_output(
+        f"curl -sfG --max-time 10 --data-urlencode {shlex.quote('query=' + expr)} "
+        "http://127.0.0.1:9090/api/v1/query"))["data"]["result"]
+
+
 def wait_for(what, check, timeout):
     start = time.monotonic()
     while not (found := check()):
@@ -52,15 +60,15 @@ def test_prometheus_scrapes_every_exporter_and_the_app_on_the_one_host(monitor):
             assert target["labels"]["host"] == "allinone"
 
     def probes_succeed():
-        results = api(monitor, "/api/v1/query?query=probe_success")["result"]
+        results = query(monitor, "probe_success")
         return len(results) == 2 and all(r["value"][1] == "1" for r in results)
 
     wait_for("the HTTPS and SSH probes succeeding", probes_succeed, 120)
-    requests = api(monitor, "/api/v1/query?query=sum(http_requests_total)")["result"]
+    requests = query(monitor, "sum(http_requests_total)")
     assert requests and float(requests[0]["value"][1]) > 0
     # the last deploy's outcome, through the textfile collector
-    deploy = wait_for("the deploy's status", lambda: api(
-        monitor, "/api/v1/query?query=flask_deploy_job_status_ok{job_name=%22deploy%22}%3D%3D1")["result"], 120)
+    deploy = wait_for("the deploy's status", lambda: query(monitor, 'flask_deploy_job_status_ok{job_name="deploy"} == 1'),
+                      120)
     assert deploy[0]["metric"]["host"] == "allinone"
 
 
