@@ -465,8 +465,9 @@ def details(r: dict) -> dict:
     return {
         "data lost with the database host (RPO): nightly dump": "the time between two dumps (cron, daily)",
         "data lost with the database host (RPO): Barman":
-            "a write until Barman has archived its WAL (archive_timeout 60 s, Barman's cron each minute)",
-        "RPO Barman ÷ nightly dump": "",
+            "a committed write until Barman's pg_receivewal reports it written (an upper bound: it reports every "
+            "10 s at most); a restore reads what it received, archived or not",
+        "RPO Barman ÷ nightly dump": f"{p7['rpo_barman_over_dump']:.1e}" if p7 else "",
         "restore time (RTO): the newest dump": f"playbooks/restore.yml -e backup_restore_confirm, {size}",
         "restore time (RTO): Barman, to a moment": f"playbooks/restore.yml -e restore_to (recover, replay, dump, "
                                                     f"restore), {size}",
