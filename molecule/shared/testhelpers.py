@@ -192,6 +192,32 @@ def trust_the_test_site(host, domain: str, address: str, ca_file: str) -> None:
     host.check_output(f"grep -q ' {domain}$' /etc/hosts || echo '{address} {domain}' >> /etc/hosts")
 
 
+def prometheus(host, path: str, port: int = 9090):
+    """The JSON answer of Prometheus's HTTP API (or Alertmanager's, on its port) on HOST, which listens on
+    loopback only (roles/monitoring)."""
+    return json.loads(host.check_output(f"curl -sf --max-time 10 'http://127.0.0.1:{port}{path}'"))
+
+
+def prometheus_query(host, expr: str) -> list:
+    """The result of a PromQL query, asked of Prometheus on HOST."""
+    import shlex
+
+    return json.loads(host.check_output(
+        f"curl -sfG --max-time 10 --data-urlencode {shlex.quote('query=' + expr)} "
+        "http://127.0.0.1:9090/api/v1/query"))["data"]["result"]
+
+
+def wait_for(what: str, check, timeout: float, every: float = 2):
+    """Call check() every EVERY seconds until it returns something true: (the seconds it took, that)."""
+    import time
+
+    start = time.monotonic()
+    while not (found := check()):
+        assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
+        time.sleep(every)
+    return time.monotonic() - start, found
+
+
 def https_connection(address: str, server_name: str, timeout: float = 60):
     """An HTTPS connection to ADDRESS that names SERVER_NAME in the TLS handshake (SNI), as a browser does:
     nginx's default server refuses a handshake without one of the site's names. Any certificate is

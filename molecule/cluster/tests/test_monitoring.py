@@ -26,33 +26,13 @@ def monitor(hosts, addresses):
     return hosts["backup1"]
 
 
-def api(monitor, port, path):
-    return json.loads(monitor.check_output(f"curl -sf --max-time 10 'http://127.0.0.1:{port}{path}'"))
-
-
-def query(monitor, expr):
-    """The result of a PromQL query, Prometheus's API answering on the monitoring host."""
-    return json.loads(monitor.check_output(
-        f"curl -sfG --max-time 10 --data-urlencode {shlex.quote('query=' + expr)} "
-        "http://127.0.0.1:9090/api/v1/query"))["data"]["result"]
-
-
-def wait_for(what, check, timeout):
-    """Poll check() every 2 s until it returns something true; the seconds it took."""
-    start = time.monotonic()
-    while not (found := check()):
-        assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
-        time.sleep(2)
-    return time.monotonic() - start, found
-
-
 def can_connect(source, address, port):
     return source.run(f"timeout 3 bash -c '</dev/tcp/{address}/{port}'").rc == 0
 
 
 def firing(monitor, alertname, **labels):
     """The alerts of that name Prometheus has firing with those labels."""
-    alerts = api(monitor, 9090, "/api/v1/alerts")["data"]["alerts"]
+    alerts = testhelpers.prometheus(monitor, "/api/v1/alerts")["data"]["alerts"]
     return [a for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"
             and all(a["labels"].get(k) == v for k, v in labels.items())]
 
@@ -64,30 +44,30 @@ def test_prometheus_scrapes_every_exporter_and_the_app_and_probes_the_site(monit
     seen = []
 
     def all_up():
-        targets = api(monitor, 9090, "/api/v1/targets?state=active")["data"]["activeTargets"]
+        targets = testhelpers.prometheus(monitor, "/api/v1/targets?state=active")["data"]["activeTargets"]
         up = {(t["labels"]["job"], t["labels"].get("host")) for t in targets if t["health"] == "up"}
         seen[:] = [(t["labels"]["job"], t["labels"].get("host"), t["lastError"]) for t in targets
                    if t["health"] != "up"]
         return expected <= up and targets
 
     try:
-        _, targets = wait_for("every exporter and the app up", all_up, 120)
+        _, targets = testhelpers.wait_for("every exporter and the app up", all_up, 120)
     except AssertionError as e:
         raise AssertionError(f"{e}; not up: {seen}") from None
     assert {t["labels"]["job"] for t in targets} >= {"node", "postgres", "redis", "nginx", "app", "site", "ssh"}
 
     def probes_succeed():
-        results = query(monitor, "probe_success")
+        results = testhelpers.prometheus_query(monitor, "probe_success")
         return results if len(results) == 8 and all(r["value"][1] == "1" for r in results) else None
 
-    wait_for("the site's HTTPS probe and the 7 SSH probes succeeding", probes_succeed, 120)
-    expiry = query(monitor, "probe_ssl_earliest_cert_expiry")
+    testhelpers.wait_for("the site's HTTPS probe and the 7 SSH probes succeeding", probes_succeed, 120)
+    expiry = testhelpers.prometheus_query(monitor, "probe_ssl_earliest_cert_expiry")
     assert expiry and float(expiry[0]["value"][1]) > time.time(), expiry
     # the app's request counter, through the nginx-less web hosts' own port
-    requests = query(monitor, "sum(http_requests_total)")
+    requests = testhelpers.prometheus_query(monitor, "sum(http_requests_total)")
     assert requests and float(requests[0]["value"][1]) > 0, requests
     # the jobs' status from the textfile collector: the nightly dump ran in test_cluster.py
-    jobs = query(monitor, "flask_deploy_job_last_success_timestamp_seconds")
+    jobs = testhelpers.prometheus_query(monitor, "flask_deploy_job_last_success_timestamp_seconds")
     assert {r["metric"]["job_name"] for r in jobs} >= {"pg-backup", "offsite-backup", "barman-base-backup"}, jobs
 
 
@@ -111,11 +91,11 @@ def test_redis_stopped_fires_its_alert_and_alertmanager_posts_it_to_the_webhook(
     monitor.check_output(f"rm -f {recorded}; systemd-run --unit alert-recorder --collect python3 -c "
                          + shlex.quote(RECORDER_SCRIPT) + f" {RECORDER} {recorded}")
     try:
-        wait_for("the recorder listening", lambda: can_connect(monitor, "127.0.0.1", RECORDER), 30)
+        testhelpers.wait_for("the recorder listening", lambda: can_connect(monitor, "127.0.0.1", RECORDER), 30)
         hosts["redis"].check_output("systemctl stop redis-server")
         stopped = time.monotonic()
         try:
-            took, _ = wait_for("RedisDown firing", lambda: firing(monitor, "RedisDown", host="redis"), 150)
+            took, _ = testhelpers.wait_for("RedisDown firing", lambda: firing(monitor, "RedisDown", host="redis"), 150)
 
             def posted():
                 lines = monitor.run(f"cat {recorded}").stdout.splitlines()
@@ -123,14 +103,14 @@ def test_redis_stopped_fires_its_alert_and_alertmanager_posts_it_to_the_webhook(
                         if any(a["labels"]["alertname"] == "RedisDown" and a["status"] == "firing"
                                for a in json.loads(line)["alerts"])]
 
-            wait_for("RedisDown posted to the webhook", posted, 60)
+            testhelpers.wait_for("RedisDown posted to the webhook", posted, 60)
             sent = time.monotonic() - stopped
         finally:
             hosts["redis"].check_output("systemctl start redis-server")
         print(f"\nRedis stopped: RedisDown firing in Prometheus after {took:.0f} s, posted by Alertmanager to the "
               f"webhook after {sent:.0f} s (down_for 30 s)")
         assert sent < 150
-        wait_for("RedisDown resolved", lambda: not firing(monitor, "RedisDown"), 120)
+        testhelpers.wait_for("RedisDown resolved", lambda: not firing(monitor, "RedisDown"), 120)
     finally:
         monitor.run("systemctl stop alert-recorder")
 
@@ -141,17 +121,18 @@ def test_a_failed_off_site_copy_fires_its_alert(hosts, monitor):
     db = hosts["db"]
     # from a good copy first (an earlier test left failed ones), so that the alert below is this failure's
     db.check_output("systemctl start offsite-backup.service")
-    wait_for("no JobFailed for db's offsite-backup", lambda: not firing(monitor, "JobFailed", host="db"), 180)
+    testhelpers.wait_for("no JobFailed for db's offsite-backup",
+                         lambda: not firing(monitor, "JobFailed", host="db"), 180)
     db.check_output("mv /etc/offsite/password /etc/offsite/password.away")
     try:
         assert db.run("systemctl start offsite-backup.service").rc != 0
     finally:
         db.check_output("mv /etc/offsite/password.away /etc/offsite/password")
-    took, _ = wait_for("JobFailed firing for db's offsite-backup",
+    took, _ = testhelpers.wait_for("JobFailed firing for db's offsite-backup",
                        lambda: firing(monitor, "JobFailed", host="db", job_name="offsite-backup"), 180)
     print(f"\nOff-site copy failed on db: JobFailed firing after {took:.0f} s")
     db.check_output("systemctl start offsite-backup.service")
-    wait_for("JobFailed resolved", lambda: not firing(monitor, "JobFailed", host="db"), 180)
+    testhelpers.wait_for("JobFailed resolved", lambda: not firing(monitor, "JobFailed", host="db"), 180)
 
 
 def test_preflight_refuses_bad_monitoring_settings_before_any_change(hosts):

@@ -1,10 +1,7 @@
 """The one host monitors itself (the `monitoring` group): Prometheus, Alertmanager and the blackbox exporter
 (roles/monitoring) and the exporters (roles/exporters), all on loopback, the firewall unchanged."""
 
-import json
-import shlex
 import subprocess
-import time
 
 import pytest
 
@@ -25,34 +22,15 @@ def monitor(host, address):
     return host
 
 
-def api(host, path):
-    return json.loads(host.check_output(f"curl -sf --max-time 10 'http://127.0.0.1:9090{path}'"))["data"]
-
-
-def query(host, expr):
-    """The result of a PromQL query, Prometheus's API answering on the host."""
-    return json.loads(host.check_output(
-        f"curl -sfG --max-time 10 --data-urlencode {shlex.quote('query=' + expr)} "
-        "http://127.0.0.1:9090/api/v1/query"))["data"]["result"]
-
-
-def wait_for(what, check, timeout):
-    start = time.monotonic()
-    while not (found := check()):
-        assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
-        time.sleep(2)
-    return found
-
-
 def test_prometheus_scrapes_every_exporter_and_the_app_on_the_one_host(monitor):
     expected = {"node", "postgres", "redis", "nginx", "app", "prometheus", "site", "ssh"}
 
     def all_up():
-        targets = api(monitor, "/api/v1/targets?state=active")["activeTargets"]
+        targets = testhelpers.prometheus(monitor, "/api/v1/targets?state=active")["data"]["activeTargets"]
         up = {t["labels"]["job"] for t in targets if t["health"] == "up"}
         return expected <= up and targets
 
-    targets = wait_for("every target up", all_up, 120)
+    _, targets = testhelpers.wait_for("every target up", all_up, 120)
     # the exporters and the app's /metrics (through nginx's loopback server) at 127.0.0.1, named by host
     for target in targets:
         if target["labels"]["job"] in ("node", "postgres", "redis", "nginx", "app"):
@@ -60,15 +38,15 @@ def test_prometheus_scrapes_every_exporter_and_the_app_on_the_one_host(monitor):
             assert target["labels"]["host"] == "allinone"
 
     def probes_succeed():
-        results = query(monitor, "probe_success")
+        results = testhelpers.prometheus_query(monitor, "probe_success")
         return len(results) == 2 and all(r["value"][1] == "1" for r in results)
 
-    wait_for("the HTTPS and SSH probes succeeding", probes_succeed, 120)
-    requests = query(monitor, "sum(http_requests_total)")
+    testhelpers.wait_for("the HTTPS and SSH probes succeeding", probes_succeed, 120)
+    requests = testhelpers.prometheus_query(monitor, "sum(http_requests_total)")
     assert requests and float(requests[0]["value"][1]) > 0
     # the last deploy's outcome, through the textfile collector
-    deploy = wait_for("the deploy's status", lambda: query(monitor, 'flask_deploy_job_status_ok{job_name="deploy"} == 1'),
-                      120)
+    _, deploy = testhelpers.wait_for("the deploy's status", lambda: testhelpers.prometheus_query(
+        monitor, 'flask_deploy_job_status_ok{job_name="deploy"} == 1'), 120)
     assert deploy[0]["metric"]["host"] == "allinone"
 
 
