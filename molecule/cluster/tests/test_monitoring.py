@@ -129,7 +129,7 @@ def test_a_failed_off_site_copy_fires_its_alert(hosts, monitor):
     finally:
         db.check_output("mv /etc/offsite/password.away /etc/offsite/password")
     took, _ = testhelpers.wait_for("JobFailed firing for db's offsite-backup",
-                       lambda: firing(monitor, "JobFailed", host="db", job_name="offsite-backup"), 180)
+                                   lambda: firing(monitor, "JobFailed", host="db", job_name="offsite-backup"), 180)
     print(f"\nOff-site copy failed on db: JobFailed firing after {took:.0f} s")
     db.check_output("systemctl start offsite-backup.service")
     testhelpers.wait_for("JobFailed resolved", lambda: not firing(monitor, "JobFailed", host="db"), 180)
