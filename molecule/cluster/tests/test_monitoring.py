@@ -9,6 +9,7 @@ Runs after test_cluster.py (file order), on the hosts as it left them."""
 import json
 import shlex
 import time
+import uuid
 
 import pytest
 
@@ -148,6 +149,22 @@ def test_preflight_refuses_bad_monitoring_settings_before_any_change(hosts):
                  "monitoring_alert_down_for='soon': a Prometheus duration"):
         assert said in flat, (said, out[-3000:])
     assert "PLAY [Apply the base to every host]" not in out
+
+
+def test_check_diff_never_shows_alertmanagers_secrets(hosts):
+    """--check --diff with a webhook token and an SMTP password that differ from the ones configured: the run
+    reports Alertmanager's configuration changed, and shows neither secret."""
+    token, password = f"hook-token-{uuid.uuid4().hex}", f"smtp-pass-{uuid.uuid4().hex}"
+    rc, out = testhelpers.run_playbook("playbooks/provision.yml", {
+        "monitoring_alert_webhook_url": f"http://127.0.0.1:{RECORDER}/alerts?token={token}",
+        "monitoring_alert_email_to": "ops@example.com", "monitoring_alert_email_from": "alerts@example.com",
+        "monitoring_alert_smtp_smarthost": "mail.example.com:587", "monitoring_alert_smtp_username": "alerts",
+        "monitoring_alert_smtp_password": password}, options=("--check", "--diff", "--tags", "monitoring",
+                                                              "--limit", "backup1"))
+    assert rc == 0, out[-3000:]
+    task = [chunk for chunk in out.split("TASK [") if chunk.startswith("monitoring : Write Alertmanager's conf")]
+    assert len(task) == 1 and "changed: [backup1]" in task[0], out[-3000:]
+    assert token not in out and password not in out
 
 
 RECORDER_SCRIPT = """
