@@ -62,3 +62,14 @@ def test_the_log_port_takes_the_stacks_hosts_alone(hosts, addresses):
     except OSError:
         reached = False
     assert not reached, "the log port answers a host outside the inventory"
+
+
+def test_preflight_refuses_bad_log_settings_before_any_change():
+    rc, out = testhelpers.run_playbook("molecule/cluster/converge.yml",
+                                       {"logs_queue_max_disk_space": "lots", "logs_keep_days": 0})
+    flat = " ".join(out.split()).replace("''", "'")   # the output quotes a ' in a message as ''
+    assert rc != 0, out[-3000:]
+    for said in ("logs_queue_max_disk_space='lots' is not a size rsyslog reads",
+                 "logs_keep_days=0: keep at least one day"):
+        assert said in flat, (said, out[-3000:])
+    assert "PLAY [Apply the base to every host]" not in out
