@@ -144,8 +144,17 @@ LOCK = "/srv/notesapp/.deploy-lock"
 def test_code_only_deploy_installs_nothing(host, app_repo):
     """...and while it runs, a second deploy (of another commit) refuses at once, says who holds the lock
     and changes nothing; the first one ends normally and releases the lock. A build step holds the first
-    one until the test lets it go (a file), after the second was refused, on a machine of any speed."""
+    one until the test lets it go (a file), after the second was refused, on a machine of any speed.
+    Before it, the service has hit systemd's start limit (as requests reaching its socket before the first
+    release do): the deploy's restart must still start it."""
     venvs_before = host.check_output("ls /srv/notesapp/shared/venvs")
+    drop_in = "/run/systemd/system/notesapp.service.d"
+    host.check_output(f"mkdir -p {drop_in} && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' "
+                      f"> {drop_in}/fail.conf && systemctl daemon-reload && systemctl stop notesapp.service")
+    for _ in range(6):
+        host.run("systemctl start notesapp.service")
+    assert "start-limit-hit" in host.run("systemctl show -p Result notesapp.service").stdout
+    host.check_output(f"rm -rf {drop_in} && systemctl daemon-reload")
     go = "/run/flask-deploy-test-go"
     host.check_output(f"rm -f {go}")
     hold = f"timeout 300 sh -c 'until [ -e {go} ]; do sleep 0.5; done'"
