@@ -21,9 +21,9 @@ from ansible.utils.display import Display
 # ansible.cfg's ssh_args keep one SSH connection per host open for 60 s (ControlPersist) in this directory,
 # and Mitogen's ssh uses them too: consecutive runs (a deploy, then a rollback) reuse the connection
 # instead of opening new ones, which ufw's SSH limit (roles/common) would refuse after six in 30 s.
-# Ansible creates that directory (its local_tmp) when it starts; made here too for a controller whose
-# local_tmp is set elsewhere.
-os.makedirs(os.path.expanduser("~/.ansible/tmp"), mode=0o700, exist_ok=True)
+# Ansible's own ssh plugin creates the directory only when it chooses the ControlPath; Mitogen does not use
+# that plugin. scripts/setup makes it too, for plays that run before this plugin loads.
+os.makedirs(os.path.expanduser("~/.ansible/cp"), mode=0o700, exist_ok=True)
 
 try:
     import ansible_mitogen.loaders
