@@ -298,10 +298,20 @@ def test_failed_gate_in_the_second_batch_switches_the_first_back(hosts, addresse
     assert [entry["action"] for entry in log[-2:]] == ["deploy", "deploy-reverted"]
 
 
-def test_rollback_across_all_web_hosts_under_load(hosts, addresses, app_repo):
-    rc, out = deploy(app_repo, "v2b")
+def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_repo):
+    """serial 100%: no host leaves the load balancer (none would be left to serve); the restarts queue
+    on the held sockets instead. The release it makes (v2b) is what the rolling rollback below leaves."""
+    (rc, out), load = through_lb_under_load(addresses, "one batch of both web hosts under load",
+                                            lambda: deploy(app_repo, "v2b", app_deploy_serial="100%"))
     assert rc == 0, out[-3000:]
+    assert load.failed == 0, load.summary()
+    assert out.count("PLAY [Switch the web hosts in batches]") == 1
     RELEASES["v2b"] = served(hosts["web1"])
+    assert served(hosts["web2"]) == background_release(hosts) == RELEASES["v2b"] != RELEASES["v2"]
+
+
+def test_rollback_across_all_web_hosts_under_load(hosts, addresses):
+    """From v2b, which the one-batch deploy above made, back to v2 in batches (the default serial)."""
     (rc, out), load = through_lb_under_load(addresses, "rolling rollback of v2b through the load balancer",
                                             lambda: testhelpers.run_playbook("playbooks/rollback.yml"))
     assert rc == 0, out[-3000:]
@@ -310,18 +320,6 @@ def test_rollback_across_all_web_hosts_under_load(hosts, addresses, app_repo):
     for web in ("web1", "web2"):
         assert served(hosts[web]) == RELEASES["v2"] == current(hosts[web])
     assert background_release(hosts) == RELEASES["v2"] == current(hosts["worker1"])
-
-
-def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_repo):
-    """serial 100%: no host leaves the load balancer (none would be left to serve); the restarts queue
-    on the held sockets instead."""
-    (rc, out), load = through_lb_under_load(addresses, "one batch of both web hosts under load",
-                                            lambda: deploy(app_repo, "v2b", app_deploy_force=True,
-                                                           app_deploy_serial="100%"))
-    assert rc == 0, out[-3000:]
-    assert load.failed == 0, load.summary()
-    assert out.count("PLAY [Switch the web hosts in batches]") == 1
-    assert served(hosts["web1"]) == served(hosts["web2"]) == background_release(hosts) != RELEASES["v2"]
 
 
 def test_a_real_restore_across_the_hosts_behind_the_lb_maintenance_page(hosts, addresses):
