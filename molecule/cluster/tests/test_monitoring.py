@@ -72,6 +72,19 @@ def test_prometheus_scrapes_every_exporter_and_the_app_and_probes_the_site(monit
     assert {r["metric"]["job_name"] for r in jobs} >= {"pg-backup", "offsite-backup", "barman-base-backup"}, jobs
 
 
+def test_the_ssh_probes_leave_the_firewall_room_for_other_connections(monitor, addresses):
+    """Each SSH probe is a connection that the hosts' firewall counts (roles/common: a 6th from one address
+    within 30 s is refused). Scrapes here run every 5 s, the SSH probes every 30 s (monitoring_probe_ssh_
+    interval), so the monitoring host, which is the Barman host too, can still open three connections to
+    the database host in a row. At the scrape interval they could not: CI's run at cdb00b3 saw the probes
+    fail and Barman's recovery connection refused."""
+    targets = testhelpers.prometheus(monitor, "/api/v1/targets?state=active")["data"]["activeTargets"]
+    every = {t["labels"]["job"]: t["scrapeInterval"] for t in targets}
+    assert every["ssh"] == "30s" and every["node"] == "5s", every
+    opened = [can_connect(monitor, addresses["db"], 22) for _ in range(3)]
+    assert all(opened), opened
+
+
 def test_the_exporters_answer_the_monitoring_host_alone(hosts, addresses, monitor):
     outsider = hosts["web2"]   # any host of the stack that is not the monitoring host
     for host, port in (("db", 9100), ("db", 9187), ("redis", 9121), ("lb", 9113), ("lb", 8081), ("web1", 9100)):
@@ -138,16 +151,18 @@ def test_a_failed_off_site_copy_fires_its_alert(hosts, monitor):
 
 
 def test_preflight_refuses_bad_monitoring_settings_before_any_change(hosts):
-    """A `monitoring` group without the Redis exporter's password, an alert webhook that is no URL and a
-    duration Prometheus cannot read: one message names all three, and no host is touched."""
+    """A `monitoring` group without the Redis exporter's password, an alert webhook that is no URL, a
+    duration Prometheus cannot read and SSH probes the firewall would refuse: one message names all four,
+    and no host is touched."""
     rc, out = testhelpers.run_playbook("molecule/cluster/converge.yml", {
         "vault_redis_monitor_password": "", "monitoring_alert_webhook_url": "ftp://alerts.example.com/",
-        "monitoring_alert_down_for": "soon"})
+        "monitoring_alert_down_for": "soon", "monitoring_probe_ssh_interval": "5s"})
     flat = " ".join(out.split()).replace("''", "'")   # the output quotes a ' in a message as ''
     assert rc != 0, out[-3000:]
     for said in ("vault_redis_monitor_password is not set",
                  "monitoring_alert_webhook_url='ftp://alerts.example.com/' is not an http:// or https:// URL",
-                 "monitoring_alert_down_for='soon': a Prometheus duration"):
+                 "monitoring_alert_down_for='soon': a Prometheus duration",
+                 "monitoring_probe_ssh_interval='5s': at least 10s"):
         assert said in flat, (said, out[-3000:])
     assert "PLAY [Apply the base to every host]" not in out
 
