@@ -182,6 +182,16 @@ def test_the_app_its_worker_and_its_job_run_sandboxed(host):
                                         "notesapp-job-stats.service"])
 
 
+def test_gunicorn_starts_without_an_error_and_opens_its_control_socket(host):
+    """Gunicorn 27 (the app's pin) opens a control socket for gunicornc: in the service's runtime directory
+    (XDG_RUNTIME_DIR, roles/gunicorn), not in the read-only home, where each start logged an ERROR."""
+    main = host.check_output("systemctl show -p MainPID --value notesapp.service")
+    assert "[ERROR]" not in host.check_output(f"journalctl --no-pager -o cat _PID={main}")
+    shown = json.loads(host.check_output(
+        "/srv/notesapp/current/venv/bin/gunicornc -s /run/notesapp/gunicorn.ctl -c 'show workers' -j"))
+    assert shown["count"] >= 2, shown
+
+
 def test_the_internet_sees_the_site_by_its_name_only(address):
     """From outside the host (this machine): the site answers its name; another name, or none, gets no
     answer (Ubuntu 24.04's nginx refuses the TLS handshake); the metrics and the readiness check are
