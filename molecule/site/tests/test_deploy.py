@@ -109,17 +109,34 @@ def test_check_mode_deploy_of_a_new_commit_says_what_it_would_do_and_changes_not
     assert testhelpers.deploy_state(host) == before
 
 
+OVERLAP = "notesapp-overlap.service"
+
+
+def host_now(host):
+    return host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+
+
+def overlap_answered(host, since):
+    """How many requests the second Gunicorn (roles/gunicorn's NAME-overlap.service) answered since then."""
+    return host.check_output(f"journalctl -q -o cat -u {OVERLAP} --since '{since}'").count('"type": "access"')
+
+
 def test_deploy_v2_with_a_migration_under_load(host, app_repo, address):
     """...and the worker: a job it holds when the deploy starts finishes under v1 (the worker stops
-    gracefully), and the next job runs under v2."""
+    gracefully), and the next job runs under v2. While the service restarts, a second Gunicorn of v1
+    answers on the app's socket, so no request waits for the new one to boot; it is gone after."""
     long_job = enqueue(host, "started before the deploy", seconds=6)
     assert job(host, long_job, until=("started",))["status"] == "started"
+    since = host_now(host)
     with testhelpers.Load(address, DOMAIN) as load:
         time.sleep(2)
         rc, out = deploy(app_repo, "v2")
         time.sleep(2)
-    print(f"\ndeploy of v2 under load: {load.summary()}")
+    print(f"\ndeploy of v2 under load: {load.summary()}; the second Gunicorn answered "
+          f"{overlap_answered(host, since)} of them")
     assert rc == 0, out[-3000:]
+    assert overlap_answered(host, since) > 0, "no request reached a second Gunicorn during the restart"
+    assert host.run(f"systemctl is-active {OVERLAP}").stdout.strip() == "inactive"
     held = job(host, long_job)
     assert held["status"] == "finished", held
     assert held["result"]["release"] == RELEASES["v1"]
@@ -267,6 +284,7 @@ def test_release_that_fails_the_gate_is_switched_back(host, app_repo, address):
     assert "Wait until the app is ready" in out and "forced by the test" in out
     assert f"Switched back to {RELEASES['v2b']}" in out
     assert version(host)["release"] == RELEASES["v2b"]
+    assert host.run(f"systemctl is-active {OVERLAP}").stdout.strip() == "inactive"
     log = host.file("/var/log/notesapp/deploy.log").content_string.splitlines()
     last = json.loads(log[-1])
     assert last["commit"] == HISTORY["sick"] and last["result"].startswith("gate failed")
@@ -327,13 +345,16 @@ def test_check_mode_rollback_says_what_it_would_do_and_changes_nothing(host):
 
 
 def test_rollback_with_downgrade_under_load(host, address):
+    since = host_now(host)
     with testhelpers.Load(address, DOMAIN) as load:
         time.sleep(2)
         rc, out = testhelpers.run_playbook("playbooks/rollback.yml",
                                            {"release": RELEASES["v1"], "rollback_db": "downgrade"})
         time.sleep(2)
-    print(f"\nrollback with downgrade under load: {load.summary()}")
+    print(f"\nrollback with downgrade under load: {load.summary()}; the second Gunicorn answered "
+          f"{overlap_answered(host, since)} of them")
     assert rc == 0, out[-3000:]
+    assert overlap_answered(host, since) > 0, "no request reached a second Gunicorn during the restart"
     assert load.ok > 50 and load.failed == 0, (load.summary(), testhelpers.what_held_requests(host, load))
     assert version(host)["release"] == RELEASES["v1"]
     assert host.check_output("runuser -u postgres -- psql -tAc \"SELECT to_regclass('note_tags')\" notesapp") == ""
@@ -348,13 +369,26 @@ def test_rollback_with_downgrade_under_load(host, address):
 
 def test_rollback_without_target_goes_to_the_release_before_current(host, app_repo):
     """Deploy v2 again (over v1), then a plain rollback: it goes to v2b, the newest release before current
-    by id that did not fail; not to v1 (what served last), not to the failed ones, whatever the mtimes."""
+    by id that did not fail; not to v1 (what served last), not to the failed ones, whatever the mtimes.
+    The second Gunicorn that serves during the restart cannot start this time: the rollback goes on with a
+    plain restart, and leaves no failed unit behind."""
     rc, out = deploy(app_repo, "v2")
     assert rc == 0, out[-3000:]
     host.check_output(f"touch /srv/notesapp/releases/{RELEASES['v1']}")  # newest by mtime now
-    rc, out = testhelpers.run_playbook("playbooks/rollback.yml")
+    # ...and when the second Gunicorn cannot start, the rollback restarts the service plainly
+    drop_in = f"/run/systemd/system/{OVERLAP}.d"
+    host.check_output(f"mkdir -p {drop_in} && printf '[Service]\\nExecStartPre=/bin/false\\n' > {drop_in}/fail.conf"
+                      " && systemctl daemon-reload")
+    since = host_now(host)
+    try:
+        rc, out = testhelpers.run_playbook("playbooks/rollback.yml")
+    finally:
+        host.check_output(f"rm -rf {drop_in} && systemctl daemon-reload")
     assert rc == 0, out[-3000:]
     assert version(host)["release"] == RELEASES["v2b"]
+    tried = host.check_output(f"journalctl -q -o cat -u {OVERLAP} --since '{since}'")
+    assert "status=1/FAILURE" in tried, tried
+    assert host.run(f"systemctl is-active {OVERLAP}").stdout.strip() == "inactive"
 
 
 def test_old_releases_are_pruned_but_current_and_previous_stay(host):
