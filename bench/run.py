@@ -357,14 +357,20 @@ def p4_p5(host, first_converge: float) -> tuple[dict, dict]:
     code_only, during_deploy, deploy_span = timed_under_load(host, "playbooks/deploy.yml",
                                                              {**deploy, "app_git_version": "v2b"})
     rollback, during_rollback, rollback_span = timed_under_load(host, "playbooks/rollback.yml")
-    plot({"code-only deploy": during_deploy, "rollback": during_rollback},
-         {"code-only deploy": {"deploy.yml": deploy_span}, "rollback": {"rollback.yml": rollback_span}},
+    # Side by side: the same deploy again with a plain restart (no second Gunicorn on the socket).
+    plain, during_plain, plain_span = timed_under_load(
+        host, "playbooks/deploy.yml", {**deploy, "app_git_version": "v2b", "app_overlap_restart": False})
+    plot({"code-only deploy": during_deploy, "rollback": during_rollback,
+          "code-only deploy, plain restart (app_overlap_restart: false)": during_plain},
+         {"code-only deploy": {"deploy.yml": deploy_span}, "rollback": {"rollback.yml": rollback_span},
+          "code-only deploy, plain restart (app_overlap_restart: false)": {"deploy.yml": plain_span}},
          RESULTS / "latest.png")
     p4 = {"code_only_deploy_s": code_only, "first_converge_s": first_converge,
           "code_only_over_first_converge": code_only / first_converge, "rollback_s": rollback,
           "commit": tags["v2b"]}
     p5 = {"rest_p99_ms": rest.p99() * 1000, "rest_requests": rest.ok + rest.failed}
-    for key, load in (("deploy", during_deploy), ("rollback", during_rollback)):
+    p4["plain_restart_deploy_s"] = plain
+    for key, load in (("deploy", during_deploy), ("rollback", during_rollback), ("plain_deploy", during_plain)):
         p5.update({f"{key}_requests": load.ok + load.failed, f"{key}_failed": load.failed,
                    f"{key}_retried": load.retried, f"{key}_p99_ms": load.p99() * 1000,
                    f"{key}_max_ms": max(load.latencies) * 1000, f"{key}_p99_over_rest": load.p99() / rest.p99()})
@@ -429,8 +435,12 @@ FIGURES = [
      "", None),
     ("P4", "code-only deploy ÷ first converge", lambda r: r["P4"]["code_only_over_first_converge"], "", ("<=", 0.2)),
     ("P4", "rollback to a release on disk, one host", lambda r: r["P4"]["rollback_s"], " s", ("<=", 10)),
+    ("P4", "deploy ÷ the same with a plain restart", lambda r: r["P4"]["code_only_deploy_s"]
+     / r["P4"]["plain_restart_deploy_s"], "", None),
     ("P5", "longest request wait during a deploy", lambda r: r["P5"]["deploy_max_ms"], " ms", ("<=", 1000)),
     ("P5", "longest request wait during a rollback", lambda r: r["P5"]["rollback_max_ms"], " ms", ("<=", 1000)),
+    ("P5", "longest wait, deploy ÷ the same with a plain restart",
+     lambda r: r["P5"]["deploy_max_ms"] / r["P5"]["plain_deploy_max_ms"], "", None),
     ("P5", "p99 during a deploy ÷ at rest", lambda r: r["P5"]["deploy_p99_over_rest"], "", None),
     ("P5", "p99 during a rollback ÷ at rest", lambda r: r["P5"]["rollback_p99_over_rest"], "", None),
     ("P6", "pg_restore -j2 (custom) ÷ psql (plain SQL)", lambda r: r["P6"]["custom_j2_over_plain"], "", None),
@@ -485,6 +495,12 @@ def details(r: dict) -> dict:
         "rollback to a release on disk, one host": "playbooks/rollback.yml, no migration",
         **{f"longest request wait during a {run}": f"{p5[f'{run}_failed']} of {p5[f'{run}_requests']} failed"
            for run in ("deploy", "rollback")},
+        "longest wait, deploy ÷ the same with a plain restart":
+            f"{p5['deploy_max_ms']:.0f} ms ÷ {p5['plain_deploy_max_ms']:.0f} ms; {p5['plain_deploy_failed']} of "
+            f"{p5['plain_deploy_requests']} failed" if "plain_deploy_max_ms" in p5 else "",
+        "deploy ÷ the same with a plain restart":
+            f"{p4['code_only_deploy_s']:.0f} s ÷ {p4['plain_restart_deploy_s']:.0f} s"
+            if "plain_restart_deploy_s" in p4 else "",
         **{f"p99 during a {run} ÷ at rest": f"{p5[f'{run}_p99_ms']:.0f} ms ÷ {p5['rest_p99_ms']:.0f} ms"
            for run in ("deploy", "rollback")},
         "pg_restore -j2 (custom) ÷ psql (plain SQL)":
