@@ -64,6 +64,17 @@ def served(web):
     return json.loads(web.check_output(f"curl -sS --fail -H 'Host: {DOMAIN}' http://{address}:{PORT}/version"))["release"]
 
 
+def overlap_starts(web, since):
+    """How often the second Gunicorn (NAME-overlap.service, roles/app's restart without a pause) started
+    on a web host since then (the host's time)."""
+    journal = web.check_output(f"journalctl -q -o cat -u notesapp-overlap.service --since '{since}'")
+    return journal.count("[INFO] Starting gunicorn")
+
+
+def host_now(web):
+    return web.check_output("date '+%Y-%m-%d %H:%M:%S'")
+
+
 def current(web):
     return Path(web.check_output("readlink /srv/notesapp/current")).name
 
@@ -193,9 +204,12 @@ def test_check_mode_deploy_changes_no_host(hosts, addresses, app_repo):
 
 
 def test_rolling_deploy_with_a_migration_under_load(hosts, addresses, app_repo):
+    """...each host out of the load balancer while it restarts, so without a second Gunicorn."""
+    since = host_now(hosts["web1"])
     (rc, out), load = through_lb_under_load(addresses, "rolling deploy of v2 (a migration) through the load balancer",
                                             lambda: deploy(app_repo, "v2"))
     assert rc == 0, out[-3000:]
+    assert [overlap_starts(hosts[w], since) for w in ("web1", "web2")] == [0, 0]
     assert load.ok > 100 and load.failed == 0, load.summary()
     RELEASES["v2"] = served(hosts["web1"])
     assert served(hosts["web2"]) == RELEASES["v2"] != RELEASES["v1"]
@@ -300,10 +314,13 @@ def test_failed_gate_in_the_second_batch_switches_the_first_back(hosts, addresse
 
 def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_repo):
     """serial 100%: no host leaves the load balancer (none would be left to serve); the restarts queue
-    on the held sockets instead. The release it makes (v2b) is what the rolling rollback below leaves."""
+    on the held sockets instead, each served meanwhile by a second Gunicorn of the old release. The
+    release it makes (v2b) is what the rolling rollback below leaves."""
+    since = host_now(hosts["web1"])
     (rc, out), load = through_lb_under_load(addresses, "one batch of both web hosts under load",
                                             lambda: deploy(app_repo, "v2b", app_deploy_serial="100%"))
     assert rc == 0, out[-3000:]
+    assert [overlap_starts(hosts[w], since) for w in ("web1", "web2")] == [1, 1]
     assert load.failed == 0, load.summary()
     assert out.count("PLAY [Switch the web hosts in batches]") == 1
     RELEASES["v2b"] = served(hosts["web1"])

@@ -137,6 +137,10 @@ def test_deploy_v2_with_a_migration_under_load(host, app_repo, address):
     assert rc == 0, out[-3000:]
     assert overlap_answered(host, since) > 0, "no request reached a second Gunicorn during the restart"
     assert host.run(f"systemctl is-active {OVERLAP}").stdout.strip() == "inactive"
+    # ...which ran the release that served before (each worker logs it as it loads the app)
+    loaded = set(re.findall(r'"message": "app created", "release": "([^"]+)"', host.check_output(
+        f"journalctl -q -o cat -u {OVERLAP} --since '{since}'")))
+    assert loaded == {RELEASES["v1"]}, loaded
     held = job(host, long_job)
     assert held["status"] == "finished", held
     assert held["result"]["release"] == RELEASES["v1"]

@@ -26,13 +26,14 @@ def test_units_enabled_and_active(host):
 
 def test_units_pass_systemd_analyze_verify(host):
     units = " ".join(f"/etc/systemd/system/{unit}" for unit in (
-        "testapp.service", "testapp.socket", "testapp-ticker@.service", "testapp-job-hello.service",
-        "testapp-job-hello.timer"))
+        "testapp.service", "testapp.socket", "testapp-overlap.service", "testapp-ticker@.service",
+        "testapp-job-hello.service", "testapp-job-hello.timer"))
     res = host.run(f"systemd-analyze verify {units}")
     assert res.rc == 0, res.stderr
 
 
-@pytest.mark.parametrize("unit", ["testapp.service", "testapp-ticker@1.service", "testapp-job-hello.service"])
+@pytest.mark.parametrize("unit", ["testapp.service", "testapp-overlap.service", "testapp-ticker@1.service",
+                                  "testapp-job-hello.service"])
 def test_security_exposure_at_most_2(host, unit):
     out = host.run(f"systemd-analyze security --no-pager {unit}").stdout
     exposure = float(re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", out).group(1))
@@ -169,6 +170,31 @@ def test_restart_under_requests_refuses_nothing(host):
                    "http://testapp/ & sleep 0.05; done & sleep 0.3; systemctl restart testapp.service; wait")
     codes = res.stdout.split()
     assert len(codes) == 20 and set(codes) == {"200"}, codes
+
+
+def test_the_second_instance_serves_the_same_socket_only_when_started(host):
+    """testapp-overlap.service (roles/app starts it for a deploy's restart): not enabled, not running;
+    once started it answers on the service's socket while the service itself is frozen, and stops clean."""
+    assert host.run("systemctl is-enabled testapp-overlap.service").stdout.strip() == "static"
+    assert host.run("systemctl is-active testapp-overlap.service").stdout.strip() == "inactive"
+    try:
+        host.check_output("systemctl start testapp-overlap.service")
+        for _ in range(40):  # until a worker of the second instance has loaded the app
+            if host.run("journalctl -q -o cat -u testapp-overlap.service | grep -q 'Booting worker'").rc == 0:
+                break
+            time.sleep(0.25)
+        time.sleep(2)
+        host.check_output("systemctl kill -s SIGSTOP testapp.service")
+        try:
+            codes = host.check_output(f"for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{{http_code}} ' --max-time 5 "
+                                      f"--unix-socket {SOCK} http://testapp/; done").split()
+        finally:
+            host.check_output("systemctl kill -s SIGCONT testapp.service")
+        assert codes == ["200"] * 5, codes
+    finally:
+        host.check_output("systemctl stop testapp-overlap.service")
+    assert host.run("systemctl is-active testapp-overlap.service").stdout.strip() == "inactive"
+    assert get(host).rc == 0
 
 
 @pytest.mark.parametrize("extra, message", [
