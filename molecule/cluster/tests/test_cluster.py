@@ -25,6 +25,10 @@ DOMAIN = "lb.test"
 PORT = 8001     # app_port in inventory/group_vars/all/main.yml (not the default 8000)
 HISTORY = {}   # tag -> commit of the test repository
 RELEASES = {}  # tag -> release id the deploy made
+# A release that is never ready on purpose fails its gate after this many attempts a second apart, not
+# the default 30: the same path, without waiting out the default. The healthy releases those deploys
+# switch to or back to pass the same gate within a few attempts (the time their workers take to boot).
+SICK_GATE_RETRIES = 15
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +282,8 @@ def test_a_web_host_powered_off_mid_load(hosts, addresses):
 
 def test_failed_gate_in_the_first_batch_leaves_the_second_host_alone(hosts, addresses, app_repo):
     (rc, out), load = through_lb_under_load(addresses, "failed gate on web1 under load",
-                                            lambda: deploy(app_repo, "sick"))
+                                            lambda: deploy(app_repo, "sick",
+                                                           app_gate_retries=SICK_GATE_RETRIES))
     assert rc != 0
     assert "web1: The health gate failed for release" in out, out[-3000:]
     assert "Never switched: web2, worker1." in out, out[-3000:]  # in play order: web hosts, then workers
@@ -297,7 +302,8 @@ def test_failed_gate_in_the_first_batch_leaves_the_second_host_alone(hosts, addr
 
 def test_failed_gate_in_the_second_batch_switches_the_first_back(hosts, addresses, app_repo):
     (rc, out), load = through_lb_under_load(addresses, "failed gate on web2 after web1 switched, under load",
-                                            lambda: deploy(app_repo, "sick-on-web2"))
+                                            lambda: deploy(app_repo, "sick-on-web2",
+                                                           app_gate_retries=SICK_GATE_RETRIES))
     assert rc != 0
     assert "web2: The health gate failed for release" in out, out[-3000:]
     assert "Switched back: web1" in out, out[-3000:]

@@ -87,15 +87,16 @@ def test_the_ssh_probes_leave_the_firewall_room_for_other_connections(monitor, a
 
 def test_the_exporters_answer_the_monitoring_host_alone(hosts, addresses, monitor):
     outsider = hosts["web2"]   # any host of the stack that is not the monitoring host
-    for host, port in (("db", 9100), ("db", 9187), ("redis", 9121), ("lb", 9113), ("lb", 8081), ("web1", 9100)):
-        assert can_connect(monitor, addresses[host], port), (host, port)
-        assert not can_connect(outsider, addresses[host], port), (host, port)
+    exporters = [(addresses[host], port) for host, port in (
+        ("db", 9100), ("db", 9187), ("redis", 9121), ("lb", 9113), ("lb", 8081), ("web1", 9100))]
     # the app's port takes the monitoring host (for /metrics) besides the load balancer
-    assert can_connect(monitor, addresses["web1"], PORT)
-    assert not can_connect(hosts["worker1"], addresses["web1"], PORT)
+    from_monitor = testhelpers.connects(monitor, exporters + [(addresses["web1"], PORT)])
+    assert all(from_monitor.values()), from_monitor
     # Prometheus, Alertmanager and the blackbox exporter listen on loopback: an SSH tunnel reaches them
-    for port in (9090, 9093, 9115, 9100):
-        assert not can_connect(outsider, addresses["backup1"], port), port
+    from_outsider = testhelpers.connects(outsider, exporters + [(addresses["backup1"], port)
+                                                                for port in (9090, 9093, 9115, 9100)])
+    assert not any(from_outsider.values()), from_outsider
+    assert not can_connect(hosts["worker1"], addresses["web1"], PORT)
 
 
 def test_redis_stopped_fires_its_alert_and_alertmanager_posts_it_to_the_webhook(hosts, monitor):

@@ -22,6 +22,10 @@ REPO = testhelpers.REPO
 DOMAIN = "allinone.test"
 HISTORY = {}   # tag -> commit of the test repository
 RELEASES = {}  # tag -> release id the deploy made
+# A release that is never ready on purpose fails its gate after this many attempts a second apart, not
+# the default 30: the same path, without waiting out the default. The healthy releases those deploys
+# switch to or back to pass the same gate within a few attempts (the time their workers take to boot).
+SICK_GATE_RETRIES = 15
 
 @pytest.fixture(scope="module")
 def app_repo(tmp_path_factory):
@@ -281,7 +285,7 @@ def test_release_that_does_not_import_never_goes_live(host, app_repo):
 
 def test_release_that_fails_the_gate_is_switched_back(host, app_repo, address):
     with testhelpers.Load(address, DOMAIN) as load:
-        rc, out = deploy(app_repo, "sick")
+        rc, out = deploy(app_repo, "sick", app_gate_retries=SICK_GATE_RETRIES)
     print(f"\nfailed deploy under load: {load.summary()}")
     assert rc != 0
     assert "The health gate failed for release" in out, out[-3000:]
@@ -300,7 +304,7 @@ def test_a_failed_gate_after_a_migration_goes_back_to_the_old_code_on_the_new_sc
     the migrated database (the contract: migrations expand, the old code works on them), the load sees no
     failure, the database keeps the new column, and the deploy log says why."""
     with testhelpers.Load(address, DOMAIN) as load:
-        rc, out = deploy(app_repo, "sick-after-migrating")
+        rc, out = deploy(app_repo, "sick-after-migrating", app_gate_retries=SICK_GATE_RETRIES)
     print(f"\nfailed deploy after a migration, under load: {load.summary()}")
     assert rc != 0
     flat = " ".join(out.split())
@@ -413,7 +417,7 @@ def test_when_the_previous_release_fails_its_gate_too_the_deploy_says_so(host, a
     current = version(host)["release"]
     host.check_output("systemctl stop redis-server")
     try:
-        rc, out = deploy(app_repo, "v2b", app_deploy_force=True)
+        rc, out = deploy(app_repo, "v2b", app_deploy_force=True, app_gate_retries=SICK_GATE_RETRIES)
     finally:
         host.check_output("systemctl start redis-server")
     assert rc != 0
