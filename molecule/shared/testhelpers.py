@@ -207,6 +207,22 @@ def prometheus_query(host, expr: str) -> list:
         "http://127.0.0.1:9090/api/v1/query"))["data"]["result"]
 
 
+# A release that is never ready on purpose fails its gate after this many attempts a second apart, not
+# the default 30: the same path, without waiting out the default. The healthy releases those deploys
+# switch to or back to pass the same gate within a few attempts (the time their workers take to boot).
+SICK_GATE_RETRIES = 15
+
+
+def host_now(host) -> str:
+    """The host's clock, as journalctl's --since takes it."""
+    return host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+
+
+def can_connect(source, address: str, port: int) -> bool:
+    """Whether `source` gets a TCP connection to address:port within 3 seconds."""
+    return connects(source, [(address, port)])[(address, port)]
+
+
 def connects(source, targets) -> dict:
     """{(address, port): whether `source` (a testinfra host) gets a TCP connection to it within 3 s}, all
     tried at once in one command: a firewall that drops the packets costs 3 s in all, not 3 s a target."""

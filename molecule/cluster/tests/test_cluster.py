@@ -25,10 +25,7 @@ DOMAIN = "lb.test"
 PORT = 8001     # app_port in inventory/group_vars/all/main.yml (not the default 8000)
 HISTORY = {}   # tag -> commit of the test repository
 RELEASES = {}  # tag -> release id the deploy made
-# A release that is never ready on purpose fails its gate after this many attempts a second apart, not
-# the default 30: the same path, without waiting out the default. The healthy releases those deploys
-# switch to or back to pass the same gate within a few attempts (the time their workers take to boot).
-SICK_GATE_RETRIES = 15
+SICK_GATE_RETRIES = testhelpers.SICK_GATE_RETRIES
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +72,6 @@ def overlap_starts(web, since):
     return journal.count("[INFO] Starting gunicorn")
 
 
-def host_now(web):
-    return web.check_output("date '+%Y-%m-%d %H:%M:%S'")
-
 
 def current(web):
     return Path(web.check_output("readlink /srv/notesapp/current")).name
@@ -105,9 +99,7 @@ def api_through_lb(address, method, path, body=None):
         conn.close()
 
 
-def can_connect(source, address, port):
-    """Whether `source` gets a TCP connection to address:port within 3 seconds."""
-    return source.run(f"timeout 3 bash -c '</dev/tcp/{address}/{port}'").rc == 0
+can_connect = testhelpers.can_connect
 
 
 def test_site_yml_converged_every_group_where_it_belongs(hosts, addresses):
@@ -209,7 +201,7 @@ def test_check_mode_deploy_changes_no_host(hosts, addresses, app_repo):
 
 def test_rolling_deploy_with_a_migration_under_load(hosts, addresses, app_repo):
     """...each host out of the load balancer while it restarts, so without a second Gunicorn."""
-    since = host_now(hosts["web1"])
+    since = testhelpers.host_now(hosts["web1"])
     (rc, out), load = through_lb_under_load(addresses, "rolling deploy of v2 (a migration) through the load balancer",
                                             lambda: deploy(app_repo, "v2"))
     assert rc == 0, out[-3000:]
@@ -322,7 +314,7 @@ def test_one_batch_of_every_host_switches_them_together(hosts, addresses, app_re
     """serial 100%: no host leaves the load balancer (none would be left to serve); the restarts queue
     on the held sockets instead, each served meanwhile by a second Gunicorn of the old release. The
     release it makes (v2b) is what the rolling rollback below leaves."""
-    since = host_now(hosts["web1"])
+    since = testhelpers.host_now(hosts["web1"])
     (rc, out), load = through_lb_under_load(addresses, "one batch of both web hosts under load",
                                             lambda: deploy(app_repo, "v2b", app_deploy_serial="100%"))
     assert rc == 0, out[-3000:]

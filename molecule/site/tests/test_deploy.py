@@ -22,10 +22,7 @@ REPO = testhelpers.REPO
 DOMAIN = "allinone.test"
 HISTORY = {}   # tag -> commit of the test repository
 RELEASES = {}  # tag -> release id the deploy made
-# A release that is never ready on purpose fails its gate after this many attempts a second apart, not
-# the default 30: the same path, without waiting out the default. The healthy releases those deploys
-# switch to or back to pass the same gate within a few attempts (the time their workers take to boot).
-SICK_GATE_RETRIES = 15
+SICK_GATE_RETRIES = testhelpers.SICK_GATE_RETRIES
 
 @pytest.fixture(scope="module")
 def app_repo(tmp_path_factory):
@@ -116,9 +113,6 @@ def test_check_mode_deploy_of_a_new_commit_says_what_it_would_do_and_changes_not
 OVERLAP = "notesapp-overlap.service"
 
 
-def host_now(host):
-    return host.check_output("date '+%Y-%m-%d %H:%M:%S'")
-
 
 def overlap_answered(host, since):
     """How many requests the second Gunicorn (roles/gunicorn's NAME-overlap.service) answered since then."""
@@ -131,7 +125,7 @@ def test_deploy_v2_with_a_migration_under_load(host, app_repo, address):
     answers on the app's socket, so no request waits for the new one to boot; it is gone after."""
     long_job = enqueue(host, "started before the deploy", seconds=6)
     assert job(host, long_job, until=("started",))["status"] == "started"
-    since = host_now(host)
+    since = testhelpers.host_now(host)
     with testhelpers.Load(address, DOMAIN) as load:
         time.sleep(2)
         rc, out = deploy(app_repo, "v2")
@@ -353,7 +347,7 @@ def test_check_mode_rollback_says_what_it_would_do_and_changes_nothing(host):
 
 
 def test_rollback_with_downgrade_under_load(host, address):
-    since = host_now(host)
+    since = testhelpers.host_now(host)
     with testhelpers.Load(address, DOMAIN) as load:
         time.sleep(2)
         rc, out = testhelpers.run_playbook("playbooks/rollback.yml",
@@ -387,7 +381,7 @@ def test_rollback_without_target_goes_to_the_release_before_current(host, app_re
     drop_in = f"/run/systemd/system/{OVERLAP}.d"
     host.check_output(f"mkdir -p {drop_in} && printf '[Service]\\nExecStartPre=/bin/false\\n' > {drop_in}/fail.conf"
                       " && systemctl daemon-reload")
-    since = host_now(host)
+    since = testhelpers.host_now(host)
     try:
         rc, out = testhelpers.run_playbook("playbooks/rollback.yml")
     finally:
