@@ -114,6 +114,28 @@ OVERLAP = "notesapp-overlap.service"
 
 
 
+def overlap_stopped(host, timeout=30):
+    """Is the second Gunicorn inactive, or does it become so within the timeout? The deploy tells it to stop
+    and goes on: it finishes its last requests on its own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = host.run(f"systemctl is-active {OVERLAP}").stdout.strip()
+        if state == "inactive" or time.monotonic() > deadline:
+            return state == "inactive"
+        time.sleep(0.5)
+
+
+def task_changed(out, name):
+    """Did the run's one task of that name report a change?"""
+    task = out.split(f"TASK [app : {name}]")
+    return len(task) == 2 and re.search(r"^changed: ", task[1].split("TASK [")[0], re.MULTILINE) is not None
+
+
+def started_early(out):
+    """Did the deploy or rollback start the second Gunicorn before the switch (tasks/overlap.yml)?"""
+    return task_changed(out, "Start a second Gunicorn of the running release, not waiting for it")
+
+
 def overlap_answered(host, since):
     """How many requests the second Gunicorn (roles/gunicorn's NAME-overlap.service) answered since then."""
     return host.check_output(f"journalctl -q -o cat -u {OVERLAP} --since '{since}'").count('"type": "access"')
@@ -134,7 +156,9 @@ def test_deploy_v2_with_a_migration_under_load(host, app_repo, address):
           f"{overlap_answered(host, since)} of them")
     assert rc == 0, out[-3000:]
     assert overlap_answered(host, since) > 0, "no request reached a second Gunicorn during the restart"
-    assert host.run(f"systemctl is-active {OVERLAP}").stdout.strip() == "inactive"
+    # ...started while the release was prepared, so that the switch did not wait for it to boot
+    assert started_early(out), out[-3000:]
+    assert overlap_stopped(host)
     # ...which ran the release that served before (each worker logs it as it loads the app)
     loaded = set(re.findall(r'"message": "app created", "release": "([^"]+)"', host.check_output(
         f"journalctl -q -o cat -u {OVERLAP} --since '{since}'")))
@@ -267,10 +291,15 @@ def test_same_commit_again_changes_nothing(host, app_repo):
 
 
 def test_release_that_does_not_import_never_goes_live(host, app_repo):
+    """...and the second Gunicorn, started while the release was prepared for the switch that then did not
+    come, is stopped again."""
     rc, out = deploy(app_repo, "broken")
     assert rc != 0
     assert "the import check failed" in out and "Nothing was switched" in out, out[-3000:]
     assert "this_module_does_not_exist" in out
+    assert started_early(out), out[-3000:]
+    assert task_changed(out, "Stop the second Gunicorn if it runs"), out[-3000:]
+    assert overlap_stopped(host)
     assert version(host)["release"] == RELEASES["v2b"]
     failed = [r for r in releases(host) if r.endswith(HISTORY["broken"][:8])]
     assert failed and host.file(f"/srv/notesapp/releases/{failed[0]}/.FAILED").exists
@@ -286,7 +315,7 @@ def test_release_that_fails_the_gate_is_switched_back(host, app_repo, address):
     assert "Wait until the app is ready" in out and "forced by the test" in out
     assert f"Switched back to {RELEASES['v2b']}" in out
     assert version(host)["release"] == RELEASES["v2b"]
-    assert host.run(f"systemctl is-active {OVERLAP}").stdout.strip() == "inactive"
+    assert overlap_stopped(host)
     log = host.file("/var/log/notesapp/deploy.log").content_string.splitlines()
     last = json.loads(log[-1])
     assert last["commit"] == HISTORY["sick"] and last["result"].startswith("gate failed")
@@ -357,6 +386,8 @@ def test_rollback_with_downgrade_under_load(host, address):
           f"{overlap_answered(host, since)} of them")
     assert rc == 0, out[-3000:]
     assert overlap_answered(host, since) > 0, "no request reached a second Gunicorn during the restart"
+    assert started_early(out), out[-3000:]
+    assert overlap_stopped(host)
     assert load.ok > 50 and load.failed == 0, (load.summary(), testhelpers.what_held_requests(host, load))
     assert version(host)["release"] == RELEASES["v1"]
     assert host.check_output("runuser -u postgres -- psql -tAc \"SELECT to_regclass('note_tags')\" notesapp") == ""
@@ -390,7 +421,7 @@ def test_rollback_without_target_goes_to_the_release_before_current(host, app_re
     assert version(host)["release"] == RELEASES["v2b"]
     tried = host.check_output(f"journalctl -q -o cat -u {OVERLAP} --since '{since}'")
     assert "status=1/FAILURE" in tried, tried
-    assert host.run(f"systemctl is-active {OVERLAP}").stdout.strip() == "inactive"
+    assert overlap_stopped(host)
 
 
 def test_old_releases_are_pruned_but_current_and_previous_stay(host):

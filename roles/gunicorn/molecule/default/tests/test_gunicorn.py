@@ -174,7 +174,8 @@ def test_restart_under_requests_refuses_nothing(host):
 
 def test_the_second_instance_serves_the_same_socket_only_when_started(host):
     """testapp-overlap.service (roles/app starts it for a deploy's restart): not enabled, not running;
-    once started it answers on the service's socket while the service itself is frozen, and stops clean."""
+    once started it runs gunicorn_overlap_workers workers and answers on the service's socket while the
+    service itself is frozen, and stops clean."""
     assert host.run("systemctl is-enabled testapp-overlap.service").stdout.strip() == "static"
     assert host.run("systemctl is-active testapp-overlap.service").stdout.strip() == "inactive"
     try:
@@ -184,6 +185,8 @@ def test_the_second_instance_serves_the_same_socket_only_when_started(host):
                 break
             time.sleep(0.25)
         time.sleep(2)
+        # gunicorn_overlap_workers (1 here), not the service's 2
+        assert host.check_output("pgrep -c -P $(systemctl show -p MainPID --value testapp-overlap.service)") == "1"
         host.check_output("systemctl kill -s SIGSTOP testapp.service")
         try:
             codes = host.check_output(f"for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{{http_code}} ' --max-time 5 "
@@ -202,6 +205,7 @@ def test_the_second_instance_serves_the_same_socket_only_when_started(host):
     ({"gunicorn_listen": ["run/app.sock"]}, "gunicorn_listen entry run/app.sock is neither"),
     ({"gunicorn_environment": {"BAD-NAME": "x"}}, "gunicorn_environment has names that are not variable names: BAD-NAME"),
     ({"gunicorn_processes": {"Bad Name": {"command": "x"}}}, "gunicorn_processes and gunicorn_jobs map names"),
+    ({"gunicorn_overlap_workers": 0}, "gunicorn_overlap_workers=0: the second Gunicorn"),
 ])
 def test_bad_input_stops_before_any_change(extra, message):
     testhelpers.assert_refused_before_any_change(extra, message)
