@@ -404,7 +404,9 @@ def test_rollback_without_target_goes_to_the_release_before_current(host, app_re
     """Deploy v2 again (over v1), then a plain rollback: it goes to v2b, the newest release before current
     by id that did not fail; not to v1 (what served last), not to the failed ones, whatever the mtimes.
     The second Gunicorn that serves during the restart cannot start this time: the rollback goes on with a
-    plain restart, and leaves no failed unit behind."""
+    plain restart, and leaves no failed unit behind. And the host still has the restart helper of an older
+    version of this project (a rollback right after an upgrade, before any deploy installed the new one):
+    it knows no early start, and the rollback goes on without one."""
     rc, out = deploy(app_repo, "v2")
     assert rc == 0, out[-3000:]
     host.check_output(f"touch /srv/notesapp/releases/{RELEASES['v1']}")  # newest by mtime now
@@ -412,12 +414,18 @@ def test_rollback_without_target_goes_to_the_release_before_current(host, app_re
     drop_in = f"/run/systemd/system/{OVERLAP}.d"
     host.check_output(f"mkdir -p {drop_in} && printf '[Service]\\nExecStartPre=/bin/false\\n' > {drop_in}/fail.conf"
                       " && systemctl daemon-reload")
+    # the helper of before --no-wait: argparse's exit 2 for an option it does not know, the rest as it was
+    helper = "/usr/local/lib/flask-deploy/gunicorn-overlap"
+    older = ("#!/bin/sh\nfor a; do [ \"$a\" = --no-wait ] && { echo 'unrecognized arguments: --no-wait' >&2; exit 2; }; done\n"
+             f"exec {helper}.current \"$@\"\n")
+    host.check_output(f"mv {helper} {helper}.current && printf %s {shlex.quote(older)} > {helper} && chmod 755 {helper}")
     since = testhelpers.host_now(host)
     try:
         rc, out = testhelpers.run_playbook("playbooks/rollback.yml")
     finally:
-        host.check_output(f"rm -rf {drop_in} && systemctl daemon-reload")
+        host.check_output(f"rm -rf {drop_in} && systemctl daemon-reload && mv {helper}.current {helper}")
     assert rc == 0, out[-3000:]
+    assert not started_early(out), out[-3000:]   # the older helper refused --no-wait (exit 2): no early start
     assert version(host)["release"] == RELEASES["v2b"]
     tried = host.check_output(f"journalctl -q -o cat -u {OVERLAP} --since '{since}'")
     assert "status=1/FAILURE" in tried, tried
