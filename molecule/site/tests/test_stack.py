@@ -207,19 +207,49 @@ def test_the_internet_sees_the_site_by_its_name_only(address):
         status("/", name="evil.test")
 
 
+METRICS_AT = f"curl -sS -k --fail --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}"
+
+
+def health_count(host):
+    """The request counter of GET /health on /metrics, summed over Gunicorn's workers by the app."""
+    metrics = host.check_output(f"{METRICS_AT}/metrics")
+    counted = re.search(r'http_requests_total\{endpoint="/health",method="GET",status="200"\} (\S+)', metrics)
+    return float(counted.group(1)) if counted else 0.0
+
+
+def gunicorn_workers(host):
+    return set(host.check_output("pgrep -P $(systemctl show -p MainPID --value notesapp.service)").split())
+
+
 def test_metrics_add_up_across_the_workers(host):
     """N requests through nginx add exactly N to the request counter on /metrics, whichever Gunicorn
-    worker served each and whichever answers /metrics (the service runs several)."""
-    at = f"curl -sS -k --fail --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}"
-
-    def health_count():
-        metrics = host.check_output(f"{at}/metrics")
-        counted = re.search(r'http_requests_total\{endpoint="/health",method="GET",status="200"\} (\S+)', metrics)
-        return float(counted.group(1)) if counted else 0.0
-
+    worker served each and whichever answers /metrics (the service runs several). The deploys and
+    rollbacks of test_deploy.py ran before: the counters add up after them too."""
+    at = METRICS_AT
     assert int(host.check_output("systemctl show -p MainPID --value notesapp.service")) > 0
     workers = host.check_output("pgrep -c -P $(systemctl show -p MainPID --value notesapp.service)")
     assert int(workers) >= 2, workers
-    before = health_count()
+    before = health_count(host)
     host.check_output(f"for i in $(seq 40); do {at}/health -o /dev/null; done")
-    assert [health_count() for _ in range(5)] == [before + 40] * 5
+    assert [health_count(host) for _ in range(5)] == [before + 40] * 5
+
+
+def test_metrics_outlive_recycled_workers_and_start_afresh_at_each_start(host):
+    """Workers that recycle (Gunicorn's max_requests, 5 here through a drop-in) leave their counts to
+    /metrics; a start of the service begins with an empty metrics directory, so counts of the run
+    before it are not read back (the service had counted at least 40 before this restart)."""
+    dropin = "/etc/systemd/system/notesapp.service.d/zz-test-recycle.conf"
+    assert health_count(host) >= 40
+    settings = "[Service]\\nEnvironment=GUNICORN_MAX_REQUESTS=5 GUNICORN_MAX_REQUESTS_JITTER=0\\n"
+    host.check_output(f"mkdir -p {dropin.rsplit('/', 1)[0]} && printf '{settings}' > {dropin}"
+                      " && systemctl daemon-reload && systemctl restart notesapp.service")
+    try:
+        assert health_count(host) == 0   # a new directory: nothing of the run before
+        workers = gunicorn_workers(host)
+        host.check_output(f"for i in $(seq 40); do {METRICS_AT}/health -o /dev/null; done")
+        recycled = workers - gunicorn_workers(host)
+        assert len(recycled) >= 2, f"workers before {workers}, after {gunicorn_workers(host)}"
+        assert [health_count(host) for _ in range(5)] == [40.0] * 5
+    finally:
+        host.check_output(f"rm -f {dropin} && systemctl daemon-reload && systemctl restart notesapp.service")
+    assert host.check_output(f"{METRICS_AT}/health")
