@@ -48,10 +48,10 @@ if ansible_mitogen is not None:
 
     _compiled = {}
 
-    def _compile_once(source, filename, mode, *args, **kwargs):
-        key = (source, filename, mode, args, tuple(sorted(kwargs.items())))
+    def _compile_once(source, filename, mode):
+        key = (source, filename, mode)
         if key not in _compiled:
-            _compiled[key] = compile(source, filename, mode, *args, **kwargs)
+            _compiled[key] = compile(source, filename, mode)
         return _compiled[key]
 
     ansible_mitogen.module_finder.compile = _compile_once

@@ -218,6 +218,7 @@ def health_count(host):
 
 
 def gunicorn_workers(host):
+    """The process ids of the app's Gunicorn workers (the service's main process's children)."""
     return set(host.check_output("pgrep -P $(systemctl show -p MainPID --value notesapp.service)").split())
 
 
@@ -225,12 +226,11 @@ def test_metrics_add_up_across_the_workers(host):
     """N requests through nginx add exactly N to the request counter on /metrics, whichever Gunicorn
     worker served each and whichever answers /metrics (the service runs several). The deploys and
     rollbacks of test_deploy.py ran before: the counters add up after them too."""
-    at = METRICS_AT
     assert int(host.check_output("systemctl show -p MainPID --value notesapp.service")) > 0
-    workers = host.check_output("pgrep -c -P $(systemctl show -p MainPID --value notesapp.service)")
-    assert int(workers) >= 2, workers
+    workers = gunicorn_workers(host)
+    assert len(workers) >= 2, workers
     before = health_count(host)
-    host.check_output(f"for i in $(seq 40); do {at}/health -o /dev/null; done")
+    host.check_output(f"for i in $(seq 40); do {METRICS_AT}/health -o /dev/null; done")
     assert [health_count(host) for _ in range(5)] == [before + 40] * 5
 
 
