@@ -16,6 +16,12 @@ from prometheus_client import multiprocess as _prometheus_multiprocess  # noqa: 
 # Listen where systemd's socket or the environment says; a unix socket by default behind nginx.
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+# Import the app once, in the master, and fork the workers from it: a start then costs one import instead
+# of one per worker, which the workers of a 2-CPU host did side by side (measured on a test host with five
+# workers: about 3.5 CPU-s less per restart, and the restarted service served in half the time). The app
+# opens no connection at import (SQLAlchemy, redis-py, prometheus_client and the Sentry SDK start theirs
+# in each worker); a release is loaded by a restart, never by a reload (HUP), which a preloaded app ignores.
+preload_app = os.environ.get("GUNICORN_PRELOAD_APP", "true") == "true"
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))

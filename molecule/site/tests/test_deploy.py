@@ -159,7 +159,7 @@ def test_deploy_v2_with_a_migration_under_load(host, app_repo, address):
     # ...started while the release was prepared, so that the switch did not wait for it to boot
     assert started_early(out), out[-3000:]
     assert overlap_stopped(host)
-    # ...which ran the release that served before (each worker logs it as it loads the app)
+    # ...which ran the release that served before (Gunicorn logs it as it loads the app)
     loaded = set(re.findall(r'"message": "app created", "release": "([^"]+)"', host.check_output(
         f"journalctl -q -o cat -u {OVERLAP} --since '{since}'")))
     assert loaded == {RELEASES["v1"]}, loaded
