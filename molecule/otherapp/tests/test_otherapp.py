@@ -279,11 +279,12 @@ def test_a_missing_gunicorn_config_file_is_named_before_the_switch(host, app_rep
     stopped_before_the_switch(host, out, "v1", "app_gunicorn_config_file=gunicorn.conf.py is not in release")
 
 
-# Several problems per run where preflight names them together: the argument spec's and the first of
-# roles/app's own checks (tasks/validate.yml stops at its first), or every process in app_processes.
+# Several problems per run, named together: the argument spec's and every one of roles/app's own checks
+# (tasks/validate.yml; it stopped at its first until it became one task), or every process in app_processes.
 @pytest.mark.parametrize("extra, messages", [
-    ({"app_gate_release_check": "sometimes", "app_wsgi_app": "bookshelf web"},
+    ({"app_gate_release_check": "sometimes", "app_wsgi_app": "bookshelf web", "app_keep_releases": 1},
      ["app_gate_release_check must be one of: json, header, none",
+      "app_keep_releases=1: keep at least 2",
       "app_wsgi_app=bookshelf web is not MODULE:VARIABLE"]),
     ({"app_build_commands": ["pybabel compile", " "]}, ["app_build_commands holds an empty command"]),
     # a name that cannot name a unit, a worker placement with no worker hosts, a group processes never run on
