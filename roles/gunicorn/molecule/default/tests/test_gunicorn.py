@@ -94,6 +94,39 @@ def test_a_new_environment_restarts_the_running_processes_too(host):
     assert main_pid(host) != web_before and ticker_pid(host) != new
 
 
+def test_a_new_environment_restarts_the_web_service_beside_its_second_instance(host):
+    """A changed environment (a rotated secret) restarts the running web service while its second instance
+    serves the socket (files/gunicorn-overlap), as a deploy's switch does, and stops that one after: the
+    requests made meanwhile are all answered, some by the second instance, and the restarted service has
+    the new environment. (Before, a plain restart: every request waited for the new Gunicorn to boot.)"""
+    old = main_pid(host)
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    loop = host.check_output(
+        "rm -f /tmp/overlap-load; nohup sh -c 'while :; do echo \"$(curl -s --max-time 20 -w \" %{http_code}\" "
+        f"--unix-socket {SOCK} http://testapp/)\" >> /tmp/overlap-load; sleep 0.05; done' >/dev/null 2>&1 & echo $!")
+    try:
+        rc, out, _ = testhelpers.converge_with({
+            "gunicorn_environment": {"GREETING": "hello after a rotation",
+                                     "SECRET_KEY": "not-a-real-secret-0123456789abcdef"}})
+        time.sleep(1)
+    finally:
+        host.run(f"kill {loop}")
+    assert rc == 0, out[-3000:]
+    new = main_pid(host)
+    assert new not in (0, old)
+    overlap = host.check_output(f"journalctl -q -o cat -u testapp-overlap.service --since '{since}'")
+    assert "Started" in overlap and ("Stopped" in overlap or "Deactivated" in overlap), overlap
+    assert host.run("systemctl is-active testapp-overlap.service").stdout.strip() == "inactive"
+    lines = host.file("/tmp/overlap-load").content_string.splitlines()
+    assert lines and all(line.endswith(" 200") for line in lines), [l for l in lines if not l.endswith(" 200")][:5]
+    masters = {int(m) for m in re.findall(r"ppid=(\d+)", "\n".join(lines))}
+    assert masters - {old, new}, f"no request answered by the second instance: {masters}, {old}, {new}"
+    assert "hello after a rotation" in get(host).stdout
+    rc, out, _ = testhelpers.converge_with({})
+    assert rc == 0, out[-3000:]
+    assert "hello from the environment file" in get(host).stdout
+
+
 def test_the_job_runs_on_its_timer_and_writes_its_status(host):
     assert host.service("testapp-job-hello.timer").is_enabled and host.service("testapp-job-hello.timer").is_running
     host.check_output("systemctl start testapp-job-hello.service")
