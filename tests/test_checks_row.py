@@ -12,23 +12,28 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def checks_row(results: dict[str, str | None], tmp_path: Path) -> str:
-    """What the checks' row says when each named stage left this result ("ok 3", "FAIL 9", None: no file)."""
+def part(script: str, start: str, end: str) -> str:
+    begin = script.index(start)
+    return script[begin:script.index(end, begin) + len(end)]
+
+
+def checks_row(results: dict[str, str | None], tmp_path: Path, run: dict[str, str] | None = None) -> str:
+    """What the checks' row says when each named stage left this result ("ok 3", "FAIL 9", None: no file),
+    and each stage of `run` ran that command through the script's own `stage`."""
     script = (REPO / "scripts" / "test").read_text()
-    finish = script[script.index("finish() {"):script.index("\n}\n", script.index("finish() {")) + 3]
+    functions = (part(script, "finish() {", "\n}\n") + part(script, "stage_file() {", "\n}\n")
+                 + part(script, "stage() {", "\n}\n"))
     start = script.index('wait "${checks[@]}"\n') + len('wait "${checks[@]}"\n')
     block = script[start:script.index('if [ "$images_ok" != yes ]', start)]
     logs = tmp_path / "logs"
     logs.mkdir()
-    stages = []
-    for name, result in results.items():
-        stages.append(name)
-        file = logs / ("stage-" + "".join(c if c.isalnum() else "_" for c in name) + ".result")
-        if result is not None:
-            file.write_text(result + "\n")
+    stages = list(results) + list(run or {})
     names = " ".join(f"'{name}'" for name in stages)
+    made = "".join(f"echo '{result}' > \"$(stage_file '{name}').result\"\n"
+                   for name, result in results.items() if result is not None)
+    ran = "".join(f"stage '{name}' {command}\n" for name, command in (run or {}).items())
     command = (f"declare -a summary=()\nfailed=0\nstage_start=0\nlogs={logs}\nstages=({names})\n"
-               + finish + block)
+               + functions + made + ran + block)
     res = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30)
     assert res.stderr == "", res.stderr
     return next((line for line in res.stdout.splitlines() if line.startswith("=== checks:")), res.stdout)
@@ -41,3 +46,10 @@ def checks_row(results: dict[str, str | None], tmp_path: Path) -> str:
 ])
 def test_the_checks_row_says_what_the_checks_said(tmp_path, results, said):
     assert checks_row(results, tmp_path).startswith(said)
+
+
+def test_a_stage_with_a_long_name_reports_its_own_result(tmp_path):
+    """The tests/ stage's name lists what it covers and grew past the 255 characters a file name may have:
+    its files could not be written, and the stage said "not run" (seen in a full run)."""
+    name = "tests/: " + ", ".join(f"the {n}th thing it covers" for n in range(20))
+    assert checks_row({"yamllint": "ok 3"}, tmp_path, run={name: "true"}).startswith("=== checks: ok")
