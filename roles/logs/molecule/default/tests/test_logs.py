@@ -4,6 +4,7 @@ down arrives when it is back, also across a restart of the sender's rsyslog. The
 (testinfra's `host` would run each once per host)."""
 
 import json
+import re
 import shlex
 import socket
 import ssl
@@ -192,6 +193,41 @@ def test_a_certificate_near_its_end_is_renewed_and_still_gets_in(hosts):
     # and with the defaults again nothing is renewed: the new certificate has more than 30 days left
     rc, output, recaps = testhelpers.converge_with({})
     assert rc == 0 and not any(recaps.values()), output[-3000:]
+
+
+def listening(loghost) -> bool:
+    return f":{PORT} " in loghost.check_output("ss -Hltn")
+
+
+def test_without_the_logs_group_no_host_forwards_or_receives_and_nothing_received_is_lost(hosts):
+    """An inventory that drops its `logs` group (playbooks/provision.yml runs the role's entry point `absent`
+    on every host): no host forwards, the log host listens no more, and what it received, the CA and the
+    certificates stay. Then the group comes back (a converge) and lines arrive again. (Before, nothing was
+    removed: every host went on forwarding to a log host that was no longer meant to be one.)"""
+    loghost = hosts["loghost"]
+    assert listening(loghost)
+    received_files = loghost.check_output("find /var/log/remote -type f -name '*.jsonl' | sort").split()
+    assert received_files
+    rc, out = testhelpers.run_playbook("roles/logs/molecule/default/absent.yml")
+    assert rc == 0, out[-3000:]
+    for name, host in hosts.items():
+        for conf in ("10-flask-deploy-forward.conf", "10-flask-deploy-receive.conf"):
+            assert not host.file(f"/etc/rsyslog.d/{conf}").exists, (name, conf)
+        assert host.service("rsyslog").is_running, name
+        assert host.file("/etc/flask-deploy/logs-tls/host.crt").exists, name
+    assert not listening(loghost)
+    for path in received_files:
+        assert loghost.file(path).exists, path
+    assert loghost.file("/etc/flask-deploy/logs-ca/ca.key").exists
+    rc, out = testhelpers.run_playbook("roles/logs/molecule/default/absent.yml")
+    changed = re.findall(r"changed=(\d+)", out)
+    assert rc == 0 and changed and set(changed) == {"0"}, out[-3000:]
+    rc, out, recaps = testhelpers.converge_with({})
+    assert rc == 0, out[-3000:]
+    assert listening(loghost)
+    marker = f"logs-test-back-{uuid.uuid4().hex}"
+    hosts["sender2"].check_output(f"logger -t logstest {marker}")
+    testhelpers.wait_for("a line sent once the group is back", lambda: received(loghost, marker), 60)
 
 
 def test_refuses_bad_settings_before_any_change():
