@@ -9,6 +9,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -245,7 +246,14 @@ def test_metrics_outlive_recycled_workers_and_start_afresh_at_each_start(host):
                       " && systemctl daemon-reload && systemctl restart notesapp.service")
     try:
         assert health_count(host) == 0   # a new directory: nothing of the run before
+        # Gunicorn tells systemd it is ready before it forks its workers: wait for them all, or the
+        # set below misses the ones still forking (seen: one of two).
         workers = gunicorn_workers(host)
+        for _ in range(50):
+            if len(workers) >= 2:
+                break
+            time.sleep(0.2)
+            workers = gunicorn_workers(host)
         host.check_output(f"for i in $(seq 40); do {METRICS_AT}/health -o /dev/null; done")
         recycled = workers - gunicorn_workers(host)
         assert len(recycled) >= 2, f"workers before {workers}, after {gunicorn_workers(host)}"
