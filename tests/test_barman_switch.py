@@ -1,25 +1,21 @@
 """roles/barman's first base backup closes the database host's current WAL segment and waits until Barman's
 stream has it. The stream begins with the segment the server writes when it connects, so the segment the
 switch names must be that one or a later one, never one closed before: the query of the task "Close the
-database host's current WAL segment" is run here on a real PostgreSQL (the machine's, as app/tests starts
-it), right after a switch with nothing written since, which is how a new cluster sat after a restore when
+database host's current WAL segment" is run here on a real PostgreSQL (the machine's, started as app/tests
+starts it), right after a switch with nothing written since, which is how a new cluster sat after a restore when
 the first backup's wait ran out (molecule/cluster, test_point_in_time_restore_after_losing_the_database_host)."""
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
+import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 
-TASKS = Path(__file__).resolve().parents[1] / "roles/barman/tasks/first_backup.yml"
+REPO = Path(__file__).resolve().parents[1]
+TASKS = REPO / "roles/barman/tasks/first_backup.yml"
+LOCAL_POSTGRES = REPO / "app/tests/local_postgres.py"
 SEGMENT_SIZE = 16 * 1024 * 1024
 
 
@@ -31,40 +27,22 @@ def switch_query() -> str:
     return found[0]["community.postgresql.postgresql_query"]["query"]
 
 
-def as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+def load_local_postgres():
+    """The app tests' throwaway server (app/tests/local_postgres.py): one way to start PostgreSQL here."""
+    spec = importlib.util.spec_from_file_location("local_postgres", LOCAL_POSTGRES)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def psql():
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        pytest.fail("PostgreSQL server binaries not found: install the postgresql package (make setup does)")
-    bindir = Path(found[-1]).parent
-    base = Path(tempfile.mkdtemp(prefix="barman-switch-"))
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = base / "data"
-    subprocess.run(as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"]),
-                   check=True, capture_output=True)
-    subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-                                f"-p {port} -k {base} -c listen_addresses='' -c fsync=off", "start"]),
-                   check=True, capture_output=True)
-
-    def run(query: str) -> str:
-        return subprocess.run(as_postgres(["psql", "-h", str(base), "-p", str(port), "-U", "postgres", "-XAt",
-                                           "-v", "ON_ERROR_STOP=1", "-c", query]),
-                              check=True, capture_output=True, text=True).stdout.strip()
+    local_postgres = load_local_postgres()
     try:
-        yield run
-    finally:
-        subprocess.run(as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        with local_postgres.running(prefix="barman-switch-") as server:
+            yield server["psql"]
+    except local_postgres.Missing as missing:
+        pytest.fail(str(missing))
 
 
 def first_streamed(psql) -> str:

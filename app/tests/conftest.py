@@ -4,71 +4,33 @@ packages (postgresql, redis-server), on free loopback ports, and removed afterwa
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
-import pwd
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg2
 import pytest
 from psycopg2 import sql
 
+import local_postgres
 from notesapp import create_app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pg_bindir() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-    if found:
-        return Path(found[-1]).parent
-    if shutil.which("pg_ctl"):
-        return Path(shutil.which("pg_ctl")).resolve().parent
-    pytest.exit("PostgreSQL server binaries not found: install the postgresql package (make setup does)", 2)
-
-
-def as_server_user(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as the postgres user then."""
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return cmd
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    bindir = pg_bindir()
-    base = Path(tempfile.mkdtemp(prefix="notesapp-pg-"))
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-    data, port = base / "data", free_port()
-    subprocess.run(as_server_user([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                                   "--no-sync", "-E", "UTF8"]), check=True, capture_output=True)
-    subprocess.run(as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
-                                   "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
-                                   "start"]), check=True, capture_output=True)
     try:
-        yield {"host": "127.0.0.1", "port": port, "bindir": bindir, "data": data, "base": base}
-    finally:
-        subprocess.run(as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        with local_postgres.running(prefix="notesapp-pg-") as server:
+            yield server
+    except local_postgres.Missing as missing:
+        pytest.exit(str(missing), 2)
 
 
 @pytest.fixture(scope="session")
 def redis_server():
     if not shutil.which("redis-server"):
         pytest.exit("redis-server not found: install the redis-server package (make setup does)", 2)
-    port = free_port()
+    port = local_postgres.free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
