@@ -3,7 +3,9 @@
 Under Mitogen every task's result carries the discovered interpreter of its host, and Ansible gives the
 facts of a run_once result to every host of the play; without the strategy's fix, the host after a
 run_once task on Ubuntu 22.04 was told to run /usr/bin/python3.10 on Ubuntu 24.04 and was unreachable
-(roles/app's migration tasks run once on the web hosts, so a mixed web group could not deploy).
+(roles/app's migration tasks run once on the web hosts, so a mixed web group could not deploy). The
+project's ansible.cfg names /usr/bin/python3 instead; the discovery runs for a user who sets
+interpreter_python (or ansible_python_interpreter) to auto, as this test does.
 
 Needs root and the ubuntu2204+stack and ubuntu2404 images (the test command builds them before this runs)."""
 
@@ -53,7 +55,8 @@ def test_a_run_once_task_leaves_each_host_its_own_python(tmp_path):
         (tmp_path / "play.yml").write_text(PLAYBOOK)
         res = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "hosts.json"), str(tmp_path / "play.yml")],
                              capture_output=True, text=True, timeout=300, cwd=REPO,
-                             env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")})
+                             env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                                  "ANSIBLE_PYTHON_INTERPRETER": "auto_silent"})
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
         assert "mitogen" in (REPO / "ansible.cfg").read_text()
         ran = dict(re.findall(r"PYTHON (\S+) (\S+)", res.stdout))
