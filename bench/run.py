@@ -464,6 +464,9 @@ def figure(read, results: dict | None) -> float | None:
 def shown(value: float | None, unit: str) -> str:
     if value is None:
         return "–"
+    # seconds under a minute to the tenth: a rollback of 10.5 s against a goal of 10 is not "11 s"
+    if unit == " s" and value < 60:
+        return f"{value:.1f}{unit}"
     return f"{value:.0f}{unit}" if unit else f"{value:.2f}"
 
 
